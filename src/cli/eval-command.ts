@@ -1,0 +1,74 @@
+import type { Command } from 'commander';
+import { EngineWorker } from '../engine/worker.js';
+import { checkDecoding, describeDecoding, type Decoding } from '../engine/decoding.js';
+import { evaluateModel } from '../eval/run.js';
+import { loadTasks } from '../eval/tasks.js';
+import { UserError } from '../core/errors.js';
+import { distilleryHome } from '../core/paths.js';
+import { join } from 'node:path';
+import { EVAL_DEFAULT_DECODING } from '../recipes/ssd-config.js';
+import { takeModel } from '../recipes/models.js';
+import { addDecodingOptions, decodingFromFlags, int, intList } from './options.js';
+import { formatPassAt } from './format.js';
+
+export function registerEvalCommand(program: Command): void {
+  const cmd = program
+    .command('eval')
+    .description('Evaluate a model on code tasks: n samples per task, run in a sandbox, pass@k with bootstrap confidence intervals.')
+    .requiredOption('--model <ref>', 'NAME[:VERSION] from the vault, or a model folder')
+    .requiredOption('--tasks <file>', 'JSONL, one {"id", "prompt", "tests", "entry_point"} per line')
+    .option('--n <n>', 'samples per task', int, 10)
+    .option('--k <list>', 'pass@k values, e.g. 1,5', intList, [1])
+    .option('--chat-template', 'wrap prompts in the model chat template')
+    .option('--json', 'print the result as JSON on stdout')
+    .option('-q, --quiet', 'no progress output');
+  addDecodingOptions(cmd, '', 'evaluation');
+  cmd.addHelpText(
+    'after',
+    `
+Default decoding: T=${EVAL_DEFAULT_DECODING.temperature}, top-k ${EVAL_DEFAULT_DECODING.top_k}, top-p ${EVAL_DEFAULT_DECODING.top_p}, seed ${EVAL_DEFAULT_DECODING.seed}.
+The program run for each sample is the task prompt + the completion + the task's tests (see docs/sandbox.md
+for what the sandbox isolates). Generations are cached, so repeating an evaluation is cheap.
+
+Example:
+  distillery eval --model mymodel:2 --tasks tasks.jsonl --n 10 --k 1,5 --temperature 0.2 --stop '\\n\\n'`,
+  );
+  cmd.action(async (opts: Record<string, unknown>) => {
+    const decoding = checkDecoding({
+      ...EVAL_DEFAULT_DECODING,
+      ...decodingFromFlags(opts),
+      chat_template: Boolean(opts.chatTemplate),
+    } as Decoding);
+    const n = opts.n as number;
+    const ks = opts.k as number[];
+    if (!(n >= 1)) throw new UserError(`--n must be ≥ 1 (got ${n})`);
+    for (const k of ks) if (!(k >= 1 && k <= n)) throw new UserError(`pass@k needs 1 ≤ k ≤ n (got k=${k}, n=${n})`);
+    const tasks = loadTasks(opts.tasks as string);
+    const model = await takeModel(opts.model as string);
+    const worker = await EngineWorker.start();
+    try {
+      const summary = await evaluateModel({
+        worker,
+        modelDir: model.dir,
+        modelDigest: model.digest,
+        tasks,
+        decoding,
+        n,
+        k: ks,
+        cacheDir: join(distilleryHome(), 'cache', 'eval'),
+        label: 'eval',
+        quiet: Boolean(opts.quiet),
+      });
+      if (opts.json) {
+        process.stdout.write(JSON.stringify({ model: model.ref, ...summary }, null, 2) + '\n');
+        return;
+      }
+      console.log(`\n${model.ref}: ${summary.tasks} tasks × ${n} samples, ${describeDecoding(decoding)}`);
+      for (const [k, v] of Object.entries(summary.pass_at_k)) console.log(`  pass@${k}: ${formatPassAt(v)}`);
+      console.log(`  outcomes: ${Object.entries(summary.status_counts).map(([s, c]) => `${s} ${c}`).join(', ')}`);
+      console.log(`  sandbox: ${summary.sandbox}`);
+    } finally {
+      await worker.close();
+    }
+  });
+}

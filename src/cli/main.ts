@@ -1,0 +1,52 @@
+import { Command, CommanderError } from 'commander';
+import { isUserError } from '../core/errors.js';
+import { registerVaultCommands } from './vault-commands.js';
+import { registerSsdCommand } from './ssd-command.js';
+import { registerEvalCommand } from './eval-command.js';
+import { registerDemoCommand } from './demo-command.js';
+import { registerDoctorCommand } from './doctor-command.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('distillery')
+    .description(
+      'Keep open-weight language models alive and improving on your own hardware: a verified vault, ' +
+        'self-distillation recipes and honest evaluation. Offline; models live in $DISTILLERY_HOME (default ~/.distillery).',
+    )
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerDemoCommand(program);
+  registerVaultCommands(program);
+  registerSsdCommand(program);
+  registerEvalCommand(program);
+  registerDoctorCommand(program);
+  program.addHelpText(
+    'after',
+    `
+Start here:
+  distillery demo            the whole loop on a tiny model, on a CPU, in a few minutes
+  distillery vault --help    keep models safe: import, list, show, verify
+  distillery ssd --help      self-distil a model on its own samples`,
+  );
+  return program;
+}
+
+/** Runs the CLI; returns the process exit code. Errors meant for people print without a stack trace. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode;
+    if (isUserError(e)) {
+      process.stderr.write(`\nerror: ${e.message}\n`);
+      if (e.hint) process.stderr.write(`${e.hint}\n`);
+      return 1;
+    }
+    process.stderr.write(`\ninternal error (please report): ${(e as Error)?.stack ?? String(e)}\n`);
+    return 2;
+  }
+}

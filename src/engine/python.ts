@@ -1,0 +1,36 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../core/paths.js';
+import { UserError } from '../core/errors.js';
+
+/** How to start the Python engine: the interpreter and the environment it needs. */
+export interface EngineCommand {
+  python: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * The engine interpreter is `DISTILLERY_PYTHON` when set, else the pinned venv that `npm run setup` creates
+ * in engine/.venv. PYTHONPATH points at engine/ so `-m distillery_engine.*` resolves to this checkout.
+ */
+export function engineCommand(): EngineCommand {
+  const root = packageRoot();
+  const python = process.env.DISTILLERY_PYTHON || join(root, 'engine', '.venv', 'bin', 'python');
+  if (!process.env.DISTILLERY_PYTHON && !existsSync(python)) {
+    throw new UserError(
+      `the Python engine is not installed (${python} is missing)`,
+      'run `npm run setup` in the Distillery folder, or set DISTILLERY_PYTHON to an interpreter with the engine requirements',
+    );
+  }
+  const enginePath = join(root, 'engine');
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PYTHONPATH: process.env.PYTHONPATH ? `${enginePath}:${process.env.PYTHONPATH}` : enginePath,
+    PYTHONUNBUFFERED: '1',
+    // Offline by construction: no code path may reach a model hub.
+    HF_HUB_OFFLINE: '1',
+    TRANSFORMERS_OFFLINE: '1',
+    TOKENIZERS_PARALLELISM: 'false',
+  };
+  return { python, env };
+}

@@ -1,0 +1,116 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomicSync } from '../core/atomic.js';
+import { startProgress } from '../core/progress.js';
+import { runJob } from '../engine/job.js';
+import type { EngineWorker } from '../engine/worker.js';
+import type { Decoding } from '../engine/decoding.js';
+import { shortHash } from '../runs/run.js';
+import type { CodeTask } from './tasks.js';
+import { scoreCompletions, type ScoreResult } from './score.js';
+
+export interface EvalRequest {
+  worker: EngineWorker;
+  /** Folder of the model to evaluate (Hugging Face layout). */
+  modelDir: string;
+  /** Identifies the model's weights (vault digest); part of the generation cache key. */
+  modelDigest: string;
+  tasks: CodeTask[];
+  decoding: Decoding;
+  /** Samples per task. */
+  n: number;
+  /** k values of pass@k to report (each ≤ n). */
+  k: number[];
+  /** Where generations are cached by (model, tasks, decoding, n). */
+  cacheDir: string;
+  label?: string;
+  quiet?: boolean;
+  batchSize?: number;
+}
+
+export interface EvalSummary {
+  model_digest: string;
+  decoding: Decoding;
+  n: number;
+  tasks: number;
+  pass_at_k: Record<string, { value: number; ci: [number, number] }>;
+  status_counts: Record<string, number>;
+  sandbox: string;
+  per_task: { id: string; n: number; correct: number }[];
+  seconds: { generate: number; execute: number };
+}
+
+function tasksDigest(tasks: CodeTask[]): string {
+  const h = createHash('sha256');
+  for (const t of tasks) h.update(JSON.stringify([t.id, t.prompt, t.tests, t.entry_point])).update('\n');
+  return h.digest('hex').slice(0, 16);
+}
+
+/**
+ * Generates n completions per task through the engine (cached and resumable: a sample job's output is kept
+ * by its key) and runs them in the sandbox. The same decoding object must be used for every model compared.
+ */
+export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
+  const key = shortHash({ model: req.modelDigest, tasks: tasksDigest(req.tasks), decoding: req.decoding, n: req.n }, 16);
+  const dir = join(req.cacheDir, key);
+  const summaryFile = join(dir, 'summary.json');
+  if (existsSync(summaryFile)) {
+    const cached = JSON.parse(readFileSync(summaryFile, 'utf8')) as EvalSummary;
+    if (req.k.every((k) => String(k) in cached.pass_at_k)) return cached;
+  }
+  mkdirSync(dir, { recursive: true });
+  const label = req.label ?? 'evaluate';
+  const promptsFile = join(dir, 'prompts.jsonl');
+  writeFileAtomicSync(promptsFile, req.tasks.map((t) => JSON.stringify({ prompt: t.prompt, id: t.id })).join('\n') + '\n');
+
+  const genStart = Date.now();
+  const total = req.tasks.length * req.n;
+  const bar = startProgress(`${label}: generate`, { total, unit: 'samples', quiet: req.quiet });
+  await runJob(
+    req.worker,
+    {
+      type: 'sample',
+      output_dir: dir,
+      model: req.modelDir,
+      prompts: promptsFile,
+      output: 'samples.jsonl',
+      n: req.n,
+      batch_size: req.batchSize ?? 64,
+      ...req.decoding,
+    },
+    (e) => {
+      if (e.type === 'progress' && typeof e.done === 'number') bar.update(e.done);
+    },
+  );
+  bar.done(`${total} samples`);
+  const genSeconds = (Date.now() - genStart) / 1000;
+
+  const completions = new Map<string, string[]>(req.tasks.map((t) => [t.id, []]));
+  for (const line of readFileSync(join(dir, 'samples.jsonl'), 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    const s = JSON.parse(line) as { prompt_index: number; sample_index: number; completion: string };
+    const task = req.tasks[s.prompt_index];
+    if (task) completions.get(task.id)![s.sample_index] = s.completion;
+  }
+
+  const execStart = Date.now();
+  const ebar = startProgress(`${label}: execute`, { total, unit: 'programs', quiet: req.quiet });
+  const scored: ScoreResult = await scoreCompletions(req.tasks, completions, { k: req.k }, (done) => ebar.update(done));
+  ebar.done(`${total} programs`);
+  const summary: EvalSummary = {
+    model_digest: req.modelDigest,
+    decoding: req.decoding,
+    n: req.n,
+    tasks: req.tasks.length,
+    pass_at_k: Object.fromEntries(
+      Object.entries(scored.passAtK).map(([k, v]) => [k, { value: v.value, ci: v.ci }]),
+    ),
+    status_counts: scored.statusCounts,
+    sandbox: scored.sandbox,
+    per_task: scored.perTask.map((t) => ({ id: t.id, n: t.n, correct: t.correct })),
+    seconds: { generate: genSeconds, execute: (Date.now() - execStart) / 1000 },
+  };
+  writeFileAtomicSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
+  return summary;
+}
