@@ -43,7 +43,7 @@ Example:
     const ks = opts.k as number[];
     if (!(n >= 1)) throw new UserError(`--n must be ≥ 1 (got ${n})`);
     for (const k of ks) if (!(k >= 1 && k <= n)) throw new UserError(`pass@k needs 1 ≤ k ≤ n (got k=${k}, n=${n})`);
-    const tasks = loadTasks(opts.tasks as string);
+    const tasks = await loadTasks(opts.tasks as string);
     const model = await takeModel(opts.model as string);
     const worker = await EngineWorker.start();
     try {

@@ -10,7 +10,7 @@ import { loadTasks } from '../eval/tasks.js';
 import { Run } from '../runs/run.js';
 import { filterSamples, type FilterStats } from './ssd-filter.js';
 import type { SsdConfig } from './ssd-config.js';
-import { takeModel, registerDistilled, type ModelHandle } from './models.js';
+import { takeModel, registerDistilled, outputName, folderDigest, type ModelHandle } from './models.js';
 
 export interface SsdResult {
   run_id: string;
@@ -70,9 +70,10 @@ function steps(cfg: SsdConfig, examples: number): { total: number; warmup: numbe
  * (5) register the result with its lineage. Each stage is resumable; re-running the same command continues.
  */
 export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult> {
-  const base: ModelHandle = takeModel(cfg.model, hooks.home);
+  const base: ModelHandle = await takeModel(cfg.model, hooks.home);
+  const name = outputName(cfg.name, base);
   const prompts = readPrompts(cfg.prompts);
-  const tasks = cfg.eval ? loadTasks(cfg.eval.tasks) : null;
+  const tasks = cfg.eval ? await loadTasks(cfg.eval.tasks) : null;
   // The run is keyed by the resolved parent (its digest), not the ref text, so "m" and "m:1" share a run.
   const runKey = { ...cfg, model: base.digest, prompts: resolve(cfg.prompts), promptsCount: prompts.length };
   const { run, resumed } = Run.openOrCreate('ssd', runKey, hooks.home);
@@ -163,7 +164,7 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
       const distilled = await evaluateModel({
         ...common,
         modelDir: train.final_dir,
-        modelDigest: `run:${run.id}`,
+        modelDigest: await folderDigest(train.final_dir),
         cacheDir,
         label: 'evaluate distilled',
       });
@@ -173,8 +174,8 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
 
   // Stage 5: register as a new model version with its lineage.
   const registered = await run.stage('register', async () => {
-    const ref = registerDistilled(train.final_dir, {
-      name: cfg.name,
+    const ref = await registerDistilled(train.final_dir, {
+      name,
       parent: base,
       runId: run.id,
       recipe: { name: 'ssd', config: cfg },

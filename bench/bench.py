@@ -1,0 +1,505 @@
+"""Distillery benchmark worker: prepares a benchmark model and runs one measurement per process.
+
+Driven by bench/run.ts (`npm run bench`); each sub-command prints exactly one line `BENCH_RESULT {json}` on
+stdout (everything else goes to stderr), so the driver can read it whatever the libraries print.
+
+    python bench/bench.py info
+    python bench/bench.py prepare --model NAME --models bench/models.json --work DIR [--seq-len 128 --prompt-len 64]
+    python bench/bench.py sample --work DIR --impl engine|engine-stop|hf --batch B [--max-tokens 64]
+    python bench/bench.py train  --work DIR --impl engine|trl|trl-nll [--batch 16 --warmup-steps 2 --steps 8]
+
+One process per measurement, so the peak RSS reported on CPU (ru_maxrss, which cannot be reset) belongs to
+that measurement alone. On CUDA the peak is torch.cuda.max_memory_allocated over the timed part.
+
+Device and precision come from the engine's own rule (distillery_engine.models.choose_placement): CUDA with
+bf16 (sampling in bf16 weights, training fp32 master weights under bf16 autocast) when available, else CPU
+fp32. The TRL side is configured to the same precision. `--device` / `--dtype` override, as in job specs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from distillery_engine.models import (
+    build_char_tokenizer,
+    build_model_from_config,
+    choose_placement,
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    save_model,
+)
+
+# A stop string that can never match (`|` is in neither benchmark alphabet), so the `engine-stop` variant pays
+# the engine's per-token stop-string check on every token while generating exactly as many tokens as `engine`.
+NEVER_STOP = "<|never|>"
+# First code point of the filler characters that pad the `char-padded` tokenizer to a large vocabulary
+# (CJK ideographs onwards; 32000 ids stay below the surrogate range).
+FILLER_START = 0x4E00
+
+
+def log(message: str) -> None:
+    print(f"[bench.py] {message}", file=sys.stderr, flush=True)
+
+
+def emit(result: dict[str, Any]) -> None:
+    print("BENCH_RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- environment
+
+
+def placement_of(args: argparse.Namespace):
+    return choose_placement(args.device, args.dtype)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """CUDA: max allocated since the last reset (the timed part). CPU: the process's peak RSS so far."""
+    if device.type == "cuda":
+        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)), "peak_memory_kind": "cuda_max_allocated"}
+    # Linux reports ru_maxrss in KiB.
+    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "rss_peak"}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import transformers
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+# ----------------------------------------------------------------------------------------------- prepare
+
+
+def write_tokenizer(spec: dict[str, Any], out_dir: Path) -> None:
+    kind = spec.get("kind")
+    alphabet = spec["alphabet"]
+    if kind == "char":
+        build_char_tokenizer(alphabet, out_dir)
+    elif kind == "char-padded":
+        # A character tokenizer padded with filler characters to `vocab_size` ids, so a model with a realistic
+        # vocabulary (embedding and lm_head sizes) has a tokenizer that covers every id it can sample.
+        distinct = list(dict.fromkeys(alphabet))
+        filler = spec["vocab_size"] - 4 - len(distinct)  # 4 special tokens
+        if filler < 0:
+            raise ValueError("char-padded tokenizer: vocab_size is smaller than the alphabet")
+        build_char_tokenizer("".join(distinct) + "".join(chr(FILLER_START + i) for i in range(filler)), out_dir)
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; expected char or char-padded")
+
+
+def random_text(rng: random.Random, alphabet: str, length: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(length))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    """Build the model (seeded init) into WORK/model, plus prompts.jsonl and train.jsonl of fixed token lengths."""
+    from distillery_engine.data import Example, tokenize_example
+
+    models = json.loads(Path(args.models).read_text())
+    if args.model not in models:
+        raise SystemExit(f"unknown model {args.model!r}; models.json has {sorted(models)}")
+    entry = models[args.model]
+    work = Path(args.work)
+    model_dir = work / "model"
+    work.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-tok-") as tok_dir:
+        write_tokenizer(entry["tokenizer"], Path(tok_dir))
+        tokenizer = load_tokenizer(tok_dir)
+    # The same defaults as the train job's `init` path (train._build_model).
+    config = dict(entry["config"])
+    if config.setdefault("vocab_size", len(tokenizer)) < len(tokenizer):
+        raise SystemExit(f"{args.model}: vocab_size {config['vocab_size']} < tokenizer size {len(tokenizer)}")
+    config.setdefault("bos_token_id", tokenizer.bos_token_id)
+    config.setdefault("eos_token_id", tokenizer.eos_token_id)
+    config.setdefault("pad_token_id", tokenizer.pad_token_id)
+    model = build_model_from_config(config, seed=args.seed)
+    save_model(model, tokenizer, model_dir)
+
+    # Data text uses the plain alphabet without the newline (the filler characters are there only to be sampled).
+    text_alphabet = entry["tokenizer"]["alphabet"].replace("\n", "")
+    rng = random.Random(args.seed)
+    prompt_chars = args.prompt_len - 1  # + BOS
+    completion_chars = args.seq_len - args.prompt_len - 1  # + EOS
+    with (work / "prompts.jsonl").open("w") as f:
+        for _ in range(args.prompts):
+            f.write(json.dumps({"prompt": random_text(rng, text_alphabet, prompt_chars)}) + "\n")
+    rows = [
+        {"prompt": random_text(rng, text_alphabet, prompt_chars), "completion": random_text(rng, text_alphabet, completion_chars)}
+        for _ in range(args.examples)
+    ]
+    with (work / "train.jsonl").open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    # Every example must be exactly seq_len tokens for the engine (so no padding anywhere and tokens per step
+    # is batch * seq_len on both sides); the TRL runner checks its own tokenization the same way.
+    check = tokenize_example(tokenizer, Example(rows[0]["prompt"], rows[0]["completion"], 1), "completion", False, None)
+    assert check is not None and len(check.input_ids) == args.seq_len, len(check.input_ids) if check else None
+    assert sum(1 for label in check.labels if label != -100) == args.seq_len - args.prompt_len
+
+    meta = {
+        "model": args.model,
+        "description": entry.get("description", ""),
+        "model_type": config.get("model_type", "llama"),
+        "parameters": count_parameters(model),
+        "vocab_size": config["vocab_size"],
+        "tokenizer_size": len(tokenizer),
+        "config": entry["config"],
+        "seq_len": args.seq_len,
+        "prompt_len": args.prompt_len,
+        "examples": args.examples,
+        "prompts": args.prompts,
+        "seed": args.seed,
+    }
+    (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    emit(meta)
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def disable_eos(model, tokenizer) -> None:
+    """No EOS, so every row generates exactly max_tokens tokens on both sides (a random-init model would
+    otherwise end rows at random points, and the two implementations would do different amounts of work)."""
+    model.config.eos_token_id = None
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = None
+    tokenizer.eos_token = None
+
+
+def timed_repeats(fn: Callable[[int], int], device: torch.device, warmup: int, repeats: int) -> dict[str, Any]:
+    """Run fn(seed) warmup + repeats times; fn returns the tokens it generated. Median tokens/s of the repeats."""
+    for i in range(warmup):
+        fn(10_000 + i)
+    reset_peak(device)
+    seconds, tokens = [], []
+    for i in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        n = fn(i)
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+        tokens.append(n)
+    rates = [t / s for t, s in zip(tokens, seconds)]
+    return {
+        "tokens_per_s": statistics.median(rates),
+        "tokens_per_s_all": rates,
+        "seconds_all": seconds,
+        "tokens_per_repeat": tokens[0],
+        "warmup": warmup,
+        "repeats": repeats,
+    }
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from distillery_engine.generate import SamplingParams, generate
+
+    work = Path(args.work)
+    placement = placement_of(args)
+    model, tokenizer = load_model(work / "model", placement=placement)
+    model.eval()
+    disable_eos(model, tokenizer)
+    prompts = [r["prompt"] for r in read_jsonl(work / "prompts.jsonl")][: args.batch]
+    if len(prompts) < args.batch:
+        raise SystemExit(f"prompts.jsonl has {len(prompts)} prompts; batch {args.batch} needs more")
+
+    if args.impl in ("engine", "engine-stop"):
+        params = SamplingParams(
+            n=1, temperature=1.0, max_tokens=args.max_tokens, batch_size=args.batch,
+            stop=(NEVER_STOP,) if args.impl == "engine-stop" else (),
+        )
+
+        def run(seed: int) -> int:
+            completions = generate(model, tokenizer, prompts, replace(params, seed=seed))
+            return sum(len(c.token_ids) for c in completions)
+
+    elif args.impl == "hf":
+        pad_id = tokenizer.pad_token_id
+        tokenizer.padding_side = "left"
+
+        @torch.inference_mode()
+        def run(seed: int) -> int:
+            # The same work as the engine's generate(): encode, sample, decode the completions.
+            torch.manual_seed(seed)
+            enc = tokenizer(prompts, return_tensors="pt", padding=True).to(placement.device)
+            out = model.generate(
+                **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=args.max_tokens,
+                min_new_tokens=args.max_tokens, pad_token_id=pad_id, eos_token_id=None,
+            )
+            new = out[:, enc["input_ids"].shape[1]:]
+            tokenizer.batch_decode(new.tolist(), skip_special_tokens=True)
+            return int(new.numel())
+
+    else:
+        raise SystemExit(f"unknown sampling impl {args.impl!r}")
+
+    result = timed_repeats(run, placement.device, args.warmup, args.repeats)
+    expected = args.batch * args.max_tokens
+    if result["tokens_per_repeat"] != expected:
+        raise SystemExit(f"{args.impl}: generated {result['tokens_per_repeat']} tokens, expected {expected}")
+    emit({
+        "kind": "sample", "impl": args.impl, "batch": args.batch, "max_tokens": args.max_tokens,
+        "prompt_len": len(tokenizer(prompts[0])["input_ids"]), "dtype": str(next(model.parameters()).dtype),
+        **result, **peak_memory(placement.device), **environment(placement.device),
+    })
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def step_stats(times: list[float], warmup_steps: int, tokens_per_step: int) -> dict[str, Any]:
+    """times[i] = perf_counter when optimizer step i+1 ended. A step's duration is the time since the previous
+    step ended (so it includes data collation, logging and any per-step bookkeeping). The first `warmup_steps`
+    steps are not counted; the first step has no predecessor, so at least one step is always warm-up."""
+    durations = [b - a for a, b in zip(times, times[1:])][max(0, warmup_steps - 1):]
+    if not durations:
+        raise SystemExit("no timed training steps")
+    median = statistics.median(durations)
+    return {
+        "tokens_per_s": tokens_per_step / median,
+        "tokens_per_s_mean": tokens_per_step * len(durations) / sum(durations),
+        "step_seconds_median": median,
+        "step_seconds_all": durations,
+        "tokens_per_step": tokens_per_step,
+        "timed_steps": len(durations),
+        "warmup_steps": warmup_steps,
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    meta = json.loads((work / "meta.json").read_text())
+    placement = placement_of(args)
+    device = placement.device
+    seq_len = meta["seq_len"]
+    tokens_per_step = args.batch * seq_len  # every example is exactly seq_len tokens (checked in prepare)
+    total_steps = args.warmup_steps + args.steps
+    n_examples = sum(1 for _ in read_jsonl(work / "train.jsonl"))
+    if n_examples < total_steps * args.batch:
+        raise SystemExit(f"train.jsonl has {n_examples} examples; {total_steps} steps of {args.batch} need more")
+    times: list[float] = []
+    losses: list[float] = []
+    out_dir = Path(tempfile.mkdtemp(prefix=f"train-{args.impl}-", dir=work))
+    extra: dict[str, Any] = {}
+
+    if args.impl == "engine":
+        from distillery_engine.jobs import run_job
+
+        spec = {
+            "type": "train", "output_dir": str(out_dir), "model": str(work / "model"), "data": str(work / "train.jsonl"),
+            "loss_on": "completion", "max_seq_len": seq_len, "lr": args.lr, "max_steps": total_steps,
+            "batch_size": args.batch, "grad_accum": 1, "warmup_steps": 0, "weight_decay": 0.0,
+            "max_grad_norm": 1.0, "seed": 0, "checkpoint_every": None, "device": args.device, "dtype": args.dtype,
+        }
+
+        def sink(event: dict[str, Any]) -> None:
+            if event["type"] == "progress":
+                sync(device)
+                times.append(time.perf_counter())
+                losses.append(event["loss"])
+                if len(times) == args.warmup_steps:
+                    reset_peak(device)
+
+        reset_peak(device)
+        run_job(spec, sink)
+    elif args.impl in ("trl", "trl-nll"):
+        extra = train_trl(args, work, out_dir, seq_len, total_steps, times, losses, placement)
+    else:
+        raise SystemExit(f"unknown training impl {args.impl!r}")
+
+    if len(times) != total_steps:
+        raise SystemExit(f"{args.impl}: saw {len(times)} step ends, expected {total_steps}")
+    emit({
+        "kind": "train", "impl": args.impl, "batch": args.batch, "seq_len": seq_len, "lr": args.lr,
+        "autocast": str(placement.autocast_dtype).removeprefix("torch.") if placement.autocast_dtype else None,
+        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+        **step_stats(times, args.warmup_steps, tokens_per_step), **extra,
+        **peak_memory(device), **environment(device),
+    })
+
+
+def train_trl(args, work: Path, out_dir: Path, seq_len: int, total_steps: int, times: list[float],
+              losses: list[float], placement) -> dict[str, Any]:
+    """The same SFT workload through TRL's SFTTrainer: same initial weights (the same model folder), data,
+    batch, sequence length, steps, lr and schedule (cosine to 0, no warmup), AdamW (torch), grad clipping 1.0,
+    completion-only loss, and the same precision (fp32 on CPU; fp32 master weights + bf16 autocast on CUDA).
+
+    Settings that would change what is computed are set to match the engine: gradient checkpointing off (TRL
+    defaults it on), bf16 only where the engine uses it (TRL defaults it on), logging every step (the engine
+    reports every step). TRL's default loss ("chunked_nll": lm_head only on label positions, in chunks) is kept
+    for `trl`; `trl-nll` uses the plain loss (full logits), like the engine.
+    """
+    import datasets
+    import transformers
+    import trl
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    datasets.disable_progress_bars()
+    device = placement.device
+    model = AutoModelForCausalLM.from_pretrained(str(work / "model"), dtype=torch.float32)
+    model.config.use_cache = False  # the engine's forward passes use_cache=False too
+    tokenizer = load_tokenizer(work / "model")
+    dataset = datasets.Dataset.from_list(read_jsonl(work / "train.jsonl"))
+    bf16 = placement.autocast_dtype == torch.bfloat16
+    if placement.autocast_dtype not in (None, torch.bfloat16):
+        raise SystemExit("the TRL side supports fp32 or bf16 autocast only")
+
+    config = SFTConfig(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        max_steps=total_steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        bf16=bf16,
+        fp16=False,
+        use_cpu=device.type == "cpu",
+        gradient_checkpointing=False,
+        max_length=seq_len,
+        packing=False,
+        padding_free=False,
+        completion_only_loss=True,
+        loss_type="nll" if args.impl == "trl-nll" else "chunked_nll",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+
+    class StepTimer(TrainerCallback):
+        def on_step_end(self, _args, state, control, **kwargs):  # after optimizer.step() and zero_grad()
+            sync(device)
+            times.append(time.perf_counter())
+            if len(times) == args.warmup_steps:
+                reset_peak(device)
+
+        def on_log(self, _args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[StepTimer()])
+    # The same token layout as the engine: BOS + prompt, completion + EOS, exactly seq_len tokens, loss on the
+    # completion only.
+    first = trainer.train_dataset[0]
+    if len(first["input_ids"]) != seq_len:
+        raise SystemExit(f"TRL tokenized an example to {len(first['input_ids'])} tokens, expected {seq_len}")
+    if "completion_mask" in first and sum(first["completion_mask"]) != seq_len - json.loads((work / "meta.json").read_text())["prompt_len"]:
+        raise SystemExit("TRL's completion mask does not cover the completion + EOS exactly")
+    reset_peak(device)
+    trainer.train()
+    return {"trl": trl.__version__, "datasets": datasets.__version__, "trl_loss_type": config.loss_type,
+            "trl_optim": str(config.optim), "transformers_trainer": transformers.__version__}
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("info")
+
+    p = sub.add_parser("prepare")
+    p.add_argument("--model", required=True)
+    p.add_argument("--models", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--prompt-len", type=int, default=64)
+    p.add_argument("--prompts", type=int, default=32)
+    p.add_argument("--examples", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+
+    s = sub.add_parser("sample")
+    s.add_argument("--work", required=True)
+    s.add_argument("--impl", required=True, choices=["engine", "engine-stop", "hf"])
+    s.add_argument("--batch", type=int, required=True)
+    s.add_argument("--max-tokens", type=int, default=64)
+    s.add_argument("--warmup", type=int, default=1)
+    s.add_argument("--repeats", type=int, default=3)
+
+    t = sub.add_parser("train")
+    t.add_argument("--work", required=True)
+    t.add_argument("--impl", required=True, choices=["engine", "trl", "trl-nll"])
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--warmup-steps", type=int, default=2)
+    t.add_argument("--steps", type=int, default=8)
+    t.add_argument("--lr", type=float, default=5e-4)
+
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.command == "info":
+        emit(environment(placement_of(args).device) | {"bf16": placement_of(args).autocast_dtype == torch.bfloat16})
+    elif args.command == "prepare":
+        cmd_prepare(args)
+    elif args.command == "sample":
+        cmd_sample(args)
+    elif args.command == "train":
+        cmd_train(args)
+
+
+if __name__ == "__main__":
+    main()

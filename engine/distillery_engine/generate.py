@@ -1,0 +1,427 @@
+"""Batched sampling in plain PyTorch: left padding, a KV cache, and one random stream per sample.
+
+Decoding rules (docs/architecture.md, shared by the worker's `generate` and the `sample` job):
+
+- temperature 0 is greedy (argmax; top-k/top-p/min-p are ignored).
+- Otherwise: logits / temperature, then top-k (0 = off), then top-p (1 = off), then min-p (0 = off), then
+  sample. Each filter sees the distribution the previous one left, renormalised.
+- Every (prompt_index, sample_index) pair draws from its own generator seeded from (seed, prompt_index,
+  sample_index), one uniform number per generated token, mapped to a token by inverse CDF. So a sample does
+  not depend on the batch size, on which other rows share its batch, or on a resumed job skipping rows.
+  (Only the floating-point noise of different batch shapes remains, which can flip a near-tie.)
+- A completion ends at EOS (`finish_reason: "eos"`), at the earliest stop string found in its decoded text
+  (`"stop"`; the stop text and anything after it are cut), or after `max_tokens` tokens or at the model's
+  context length (`"length"`).
+- `token_ids` are all sampled tokens, including the EOS token or the token(s) that produced a stop string;
+  `text` never contains the EOS or the stop text.
+
+Prompts are sorted by length (longest first, so an out-of-memory shows up in the first batch) and cut into
+batches of `batch_size` rows; results come back in (prompt_index, sample_index) order. Finished rows are
+dropped from the batch and from its KV cache, so long stragglers do not pay for rows that are done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+FinishReason = Literal["stop", "eos", "length"]
+
+# How many trailing prompt tokens are decoded together with a completion. Decoding the completion alone can
+# lose its leading space (SentencePiece decoders strip it at the start of a string); decoding it behind a few
+# prompt tokens and cutting the prompt's text off keeps it, without re-decoding a long prompt every step.
+_CONTEXT_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """The decoding options of a `generate` request / `sample` job (defaults as in the contract)."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int = 0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    chat_template: bool = False
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        def check_int(name: str, low: int | None) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if low is not None and value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+
+        def check_float(name: str, low: float, high: float, low_open: bool = False) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not (low < value if low_open else low <= value) or not value <= high:
+                bracket = "(" if low_open else "["
+                raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+
+        check_int("n", 1)
+        check_int("top_k", 0)
+        check_int("seed", None)
+        check_int("max_tokens", 1)
+        check_int("batch_size", 1)
+        check_float("temperature", 0.0, float("inf"))
+        check_float("top_p", 0.0, 1.0, low_open=True)
+        check_float("min_p", 0.0, 1.0)
+        if not isinstance(self.chat_template, bool):
+            raise ValueError(f"chat_template must be true or false, got {self.chat_template!r}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be a list of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> SamplingParams:
+        """Build from request/job fields; unknown names are an error (a typo must not silently do nothing)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown sampling option(s) {unknown}; known: {sorted(known)}")
+        return cls(**options)
+
+
+@dataclass(frozen=True)
+class Completion:
+    prompt_index: int
+    sample_index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chat_template: bool = False
+) -> list[list[int]]:
+    """Token ids per prompt.
+
+    chat_template=False: the raw text with the tokenizer's default special tokens (e.g. BOS), as a base model
+    saw its training text. chat_template=True: the prompt as one user message, rendered by the tokenizer's chat
+    template with the assistant turn opened; the template writes its own special tokens, so none are added.
+    """
+    if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "chat_template is true but this tokenizer has no chat template "
+                "(tokenizer_config.json / chat_template.jinja); use chat_template: false for a base model"
+            )
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    else:
+        encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    for index, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {index} encodes to no tokens, so there is nothing to condition on")
+    return [list(ids) for ids in encoded]
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id that ends a completion: generation_config, config and tokenizer may each name some."""
+    found: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if value is None:
+            continue
+        found.update([value] if isinstance(value, int) else value)
+    return sorted(found)
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """The longest sequence the model's positions cover, when its config says."""
+    config = model.config
+    config = getattr(config, "get_text_config", lambda: config)()
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+
+def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """A 63-bit seed for one (prompt, sample) pair: a hash, so neighbouring pairs get unrelated streams."""
+    digest = hashlib.sha256(f"distillery:{seed}:{prompt_index}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def row_generator(seed: int, prompt_index: int, sample_index: int) -> torch.Generator:
+    # CPU generators on every device: the uniform draws (hence the samples) do not depend on the accelerator.
+    return torch.Generator(device="cpu").manual_seed(row_seed(seed, prompt_index, sample_index))
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> torch.Tensor:
+    """Mask (to -inf) what top-k, then top-p, then min-p remove. `logits` [..., vocab], already divided by T.
+
+    top-k keeps exactly k tokens (ties at the k-th value broken by torch.topk). top-p keeps the smallest set of
+    most likely tokens whose probability reaches top_p (the most likely token is always kept). min-p keeps
+    tokens whose probability is at least min_p times the most likely token's.
+    """
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        values, indices = torch.topk(logits, top_k, dim=-1)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, indices, values)
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        drop_sorted = mass_before >= top_p  # the token is not needed to reach top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    if min_p > 0.0:
+        probs = torch.softmax(logits, dim=-1)
+        threshold = min_p * probs.max(dim=-1, keepdim=True).values
+        logits = logits.masked_fill(probs < threshold, float("-inf"))
+    return logits
+
+
+def sample_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token per row by inverse CDF, using one uniform draw from that row's own generator.
+
+    Tokens with probability 0 (masked) can never be chosen: the search finds the first index whose cumulative
+    probability is strictly above u·total, which needs a positive step at that index.
+    """
+    probs = torch.softmax(logits.double(), dim=-1)
+    cdf = torch.cumsum(probs, dim=-1)
+    uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    targets = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
+    tokens = torch.searchsorted(cdf, targets, right=True).squeeze(-1)
+    return tokens.clamp_(max=logits.shape[-1] - 1)
+
+
+def next_tokens(logits: torch.Tensor, params: SamplingParams, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Apply the decoding rules to last-position logits [rows, vocab] (float32)."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    filtered = filter_logits(logits / params.temperature, params.top_k, params.top_p, params.min_p)
+    return sample_tokens(filtered, generators)
+
+
+# ----------------------------------------------------------------------------------------------- text
+
+
+def completion_text(tokenizer: PreTrainedTokenizerBase, context_ids: Sequence[int], token_ids: Sequence[int]) -> str:
+    """Decode `token_ids` as they read after `context_ids` (the prompt's last few tokens)."""
+    if not token_ids:
+        return ""
+    prefix = tokenizer.decode(context_ids, skip_special_tokens=True)
+    full = tokenizer.decode([*context_ids, *token_ids], skip_special_tokens=True)
+    if full.startswith(prefix):
+        return full[len(prefix) :]
+    # A character split across the prompt/completion boundary changed the prefix; decode on its own.
+    return tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def find_stop(text: str, stops: Iterable[str]) -> int | None:
+    """Index of the earliest stop string in `text`, or None."""
+    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(positions) if positions else None
+
+
+# ----------------------------------------------------------------------------------------------- batches
+
+
+def plan_batches(prompt_lengths: Sequence[int], n: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """(prompt_index, sample_index) rows, longest prompts first, cut into batches.
+
+    Deterministic in its inputs, so a resumed job rebuilds the same batches and gets the same numbers.
+    """
+    order = sorted(range(len(prompt_lengths)), key=lambda i: (-prompt_lengths[i], i))
+    rows = [(p, s) for p in order for s in range(n)]
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+@dataclass
+class _Row:
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    generator: torch.Generator | None
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: FinishReason | None = None
+
+    def completion(self) -> Completion:
+        assert self.finish_reason is not None
+        return Completion(self.prompt_index, self.sample_index, self.text, self.token_ids, self.finish_reason)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+class _Finisher:
+    """Decides, after each new token, whether a row is done (and with what text)."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        params: SamplingParams,
+        eos_ids: Iterable[int],
+        max_positions: int | None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.params = params
+        self.eos_ids = frozenset(eos_ids)
+        self.max_positions = max_positions
+
+    def text(self, row: _Row, token_ids: Sequence[int]) -> str:
+        return completion_text(self.tokenizer, row.prompt_ids[-_CONTEXT_TOKENS:], token_ids)
+
+    def update(self, row: _Row, token: int) -> bool:
+        """Append `token` to `row`; return True when the row has finished."""
+        row.token_ids.append(token)
+        if token in self.eos_ids:
+            row.finish_reason = "eos"
+            row.text = self.text(row, row.token_ids[:-1])
+            return True
+        if self.params.stop:
+            # Check the decoded text, not token ids: a stop string may span or split tokens.
+            text = self.text(row, row.token_ids)
+            cut = find_stop(text, self.params.stop)
+            if cut is not None:
+                row.finish_reason, row.text = "stop", text[:cut]
+                return True
+        total = len(row.prompt_ids) + len(row.token_ids)
+        if len(row.token_ids) >= self.params.max_tokens or (self.max_positions and total >= self.max_positions):
+            row.finish_reason = "length"
+            row.text = self.text(row, row.token_ids)
+            return True
+        return False
+
+
+@torch.inference_mode()
+def generate_batch(model: PreTrainedModel, rows: list[_Row], params: SamplingParams, finisher: _Finisher) -> None:
+    """Run one batch to completion, filling each row's tokens, text and finish reason."""
+    device = _model_device(model)
+    pad_id = finisher.tokenizer.pad_token_id if finisher.tokenizer.pad_token_id is not None else 0
+    width = max(len(r.prompt_ids) for r in rows)
+
+    # Left padding lines up every row's last prompt token in the final column, where the next token is read.
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
+        attention[i, width - len(row.prompt_ids) :] = 1
+    # Positions count real tokens only, so a padded row sees the same positions as it would alone.
+    positions = torch.arange(width).expand(len(rows), -1)
+    input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
+    next_position = positions[:, -1] + 1
+
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    # slots[i] is the row in batch slot i; None marks a finished row kept only because the cache cannot shrink.
+    slots: list[int | None] = list(range(len(rows)))
+    can_shrink = True
+    cache = None
+    step_ids, step_positions = input_ids, positions
+    while True:
+        out = model(
+            input_ids=step_ids,
+            attention_mask=attention,
+            position_ids=step_positions,
+            past_key_values=cache,
+            use_cache=True,
+            **extra,
+        )
+        cache = out.past_key_values
+        live = [i for i, r in enumerate(slots) if r is not None]
+        logits = out.logits[live, -1, :].float()
+        generators = [rows[slots[i]].generator for i in live]  # type: ignore[index]
+        chosen = next_tokens(logits, params, generators).tolist()  # type: ignore[arg-type]
+
+        tokens = torch.full((len(slots),), pad_id, dtype=torch.long)
+        for slot, token in zip(live, chosen):
+            tokens[slot] = token
+            if finisher.update(rows[slots[slot]], token):  # type: ignore[index]
+                slots[slot] = None
+        keep = [i for i, r in enumerate(slots) if r is not None]
+        if not keep:
+            return
+        if can_shrink and len(keep) < len(slots):
+            try:
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+            except (AttributeError, NotImplementedError, ValueError):
+                can_shrink = False  # an exotic cache: keep finished rows, feeding them padding
+            else:
+                slots = [slots[i] for i in keep]
+                tokens, attention, next_position = tokens[keep], attention[index], next_position[index]
+
+        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
+        step_ids = tokens.to(device).unsqueeze(-1)
+        step_positions = next_position.unsqueeze(-1)
+        next_position = next_position + 1
+
+
+def iter_generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    params: SamplingParams,
+    skip: Iterable[tuple[int, int]] = (),
+) -> Iterator[list[Completion]]:
+    """Yield the completions of each finished batch (batch order, not prompt order).
+
+    Pairs in `skip` are not returned; a batch made only of skipped pairs is not run. A batch with some skipped
+    pairs still runs whole, so its numbers are exactly those of an uninterrupted run.
+    """
+    skip_set = set(skip)
+    prompt_ids = encode_prompts(tokenizer, prompts, params.chat_template)
+    max_positions = context_length(model)
+    if max_positions is not None:
+        for index, ids in enumerate(prompt_ids):
+            if len(ids) >= max_positions:
+                raise ValueError(
+                    f"prompt {index} is {len(ids)} tokens; the model's context is {max_positions} tokens"
+                )
+    finisher = _Finisher(tokenizer, params, eos_token_ids(model, tokenizer), max_positions)
+    greedy = params.temperature == 0
+    for batch in plan_batches([len(ids) for ids in prompt_ids], params.n, params.batch_size):
+        if all(pair in skip_set for pair in batch):
+            continue
+        rows = [
+            _Row(p, s, prompt_ids[p], None if greedy else row_generator(params.seed, p, s)) for p, s in batch
+        ]
+        generate_batch(model, rows, params, finisher)
+        yield [r.completion() for r in rows if (r.prompt_index, r.sample_index) not in skip_set]
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    params: SamplingParams,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[Completion]:
+    """All completions in (prompt_index, sample_index) order. `on_batch(done, total)` reports progress."""
+    total = len(prompts) * params.n
+    results: list[Completion] = []
+    for batch in iter_generate(model, tokenizer, prompts, params):
+        results.extend(batch)
+        if on_batch is not None:
+            on_batch(len(results), total)
+    return sorted(results, key=lambda c: (c.prompt_index, c.sample_index))

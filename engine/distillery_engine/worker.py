@@ -1,0 +1,234 @@
+"""Worker mode: `python -m distillery_engine.worker`, a JSON-lines server over stdio.
+
+    request : {"id": 7, "method": "generate", "params": {...}}
+    result  : {"id": 7, "result": {...}}
+    error   : {"id": 7, "error": {"type": "ValueError", "message": "...", "traceback": "..."}}
+    event   : {"id": 7, "event": {"type": "progress", ...}}      (zero or more before the result)
+
+Methods: health, load, generate, score, run_job, shutdown (docs/architecture.md). Requests are served one at a
+time, in order. A failed request becomes an error response and the worker keeps serving; a line that is not a
+JSON request gets an error with id null. EOF on stdin, or `shutdown`, exits 0.
+
+stdout carries protocol lines only. At start-up the real stdout is duplicated for the protocol and file
+descriptor 1 is pointed at stderr, so stray prints, from Python or from native code, land in the log instead
+of corrupting the stream.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any, TextIO
+
+import torch
+
+from .events import dumps
+from .jobs import raise_keyboard_interrupt
+
+Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], dict[str, Any]]
+
+
+def claim_stdout() -> TextIO:
+    """Return a private handle on the real stdout and send everything else written to stdout to stderr."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def _params(params: dict[str, Any], allowed: set[str], required: frozenset[str] | set[str] = frozenset()) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; expected some of {sorted(allowed)}")
+    missing = sorted(required - set(params))
+    if missing:
+        raise ValueError(f"missing parameter(s) {missing}")
+
+
+class Worker:
+    """Holds at most one loaded model and answers requests against it."""
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.handlers: dict[str, Handler] = {
+            "health": self.health,
+            "load": self.load,
+            "generate": self.generate,
+            "score": self.score,
+            "run_job": self.run_job,
+        }
+
+    def _loaded(self) -> None:
+        if self.model is None:
+            raise RuntimeError("no model is loaded; send a \"load\" request first")
+
+    def health(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        from .models import choose_placement
+
+        _params(params, set())
+        placement = choose_placement()
+        cuda = torch.cuda.is_available()
+        return {
+            "ok": True,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            # Versions from package metadata: importing peft just to read its version costs seconds.
+            "transformers": version("transformers"),
+            "peft": version("peft"),
+            "device": placement.device.type,
+            "cuda": cuda,
+            "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        }
+
+    def load(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        from .generate import eos_token_ids
+        from .models import check_model_dir, choose_placement, count_parameters, load_model
+
+        _params(params, {"model", "adapter", "device", "dtype"}, {"model"})
+        check_model_dir(params["model"])  # a wrong path keeps the current model
+        placement = choose_placement(params.get("device"), params.get("dtype"))
+        # One model at a time: free the old one before loading the next, or two may not fit. If the load then
+        # fails, no model is loaded.
+        self.model = self.tokenizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        model, tokenizer = load_model(params["model"], params.get("adapter"), placement=placement)
+        self.model, self.tokenizer = model, tokenizer
+        config = model.config
+        head = model.get_output_embeddings()
+        return {
+            "architecture": (getattr(config, "architectures", None) or [type(model).__name__])[0],
+            "model_type": config.model_type,
+            "parameters": count_parameters(model),
+            "vocab_size": head.weight.shape[0] if head is not None else config.vocab_size,
+            "eos_token_ids": eos_token_ids(model, tokenizer),
+            "has_chat_template": bool(getattr(tokenizer, "chat_template", None)),
+            "device": str(placement.device),
+            "dtype": str(placement.infer_dtype).removeprefix("torch."),
+        }
+
+    def generate(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        from .generate import SamplingParams, generate
+
+        self._loaded()
+        options = dict(params)
+        prompts = options.pop("prompts", None)
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("\"prompts\" must be a list of strings")
+        sampling = SamplingParams.from_dict(options)
+
+        def progress(done: int, total: int) -> None:
+            emit({"type": "progress", "done": done, "total": total})
+
+        completions = generate(self.model, self.tokenizer, prompts, sampling, on_batch=progress)
+        return {"completions": [c.to_dict() for c in completions]}
+
+    def score(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        from .score import score
+
+        self._loaded()
+        _params(params, {"items", "chat_template", "batch_size"}, {"items"})
+        items = params["items"]
+        if not isinstance(items, list):
+            raise ValueError("\"items\" must be a list of {\"prompt\", \"continuation\"} objects")
+        pairs = []
+        for index, item in enumerate(items):
+            ok = isinstance(item, dict) and isinstance(item.get("prompt"), str)
+            ok = ok and (isinstance(item.get("continuation"), str)) != ("continuation_ids" in item)
+            if not ok:
+                raise ValueError(
+                    f"items[{index}] must be {{\"prompt\": str, \"continuation\": str}} "
+                    "(or \"continuation_ids\": [int] instead of \"continuation\")"
+                )
+            pairs.append((item["prompt"], item.get("continuation", item.get("continuation_ids"))))
+        chat_template = params.get("chat_template", False)
+        batch_size = params.get("batch_size", 16)
+        if not isinstance(chat_template, bool):
+            raise ValueError("\"chat_template\" must be true or false")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise ValueError("\"batch_size\" must be an integer")
+        scores = score(self.model, self.tokenizer, pairs, chat_template=chat_template, batch_size=batch_size)
+        return {"scores": [s.to_dict() for s in scores]}
+
+    def run_job(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        from .jobs import run_job
+
+        _params(params, {"job"}, {"job"})
+        return run_job(params["job"], sink=emit)
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def serve(stdin: TextIO, out: TextIO) -> int:
+    """Answer requests from `stdin` on `out` until shutdown or EOF; returns the exit code."""
+    worker = Worker()
+
+    def send(message: dict[str, Any]) -> None:
+        out.write(dumps(message) + "\n")
+        out.flush()
+
+    while True:
+        line = stdin.readline()
+        if not line:
+            return 0  # EOF: the client is gone
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as exc:
+            send({"id": None, "error": _error(ValueError(f"request is not valid JSON: {exc}"))})
+            continue
+        if not isinstance(request, dict):
+            send({"id": None, "error": _error(ValueError("a request must be a JSON object"))})
+            continue
+        request_id = request.get("id")
+        method = request.get("method")
+        params = request.get("params", {})
+        try:
+            if method == "shutdown":
+                send({"id": request_id, "result": {"ok": True}})
+                return 0
+            if not isinstance(method, str) or method not in worker.handlers:
+                known = ", ".join([*worker.handlers, "shutdown"])
+                raise ValueError(f"unknown method {method!r}; expected one of {known}")
+            if not isinstance(params, dict):
+                raise ValueError("\"params\" must be a JSON object")
+
+            def emit(event: dict[str, Any]) -> None:
+                send({"id": request_id, "event": event})
+
+            result = worker.handlers[method](params, emit)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, and the worker keeps serving
+            send({"id": request_id, "error": _error(exc)})
+            continue
+        send({"id": request_id, "result": result})
+
+
+def main() -> int:
+    out = claim_stdout()
+    # SIGTERM unwinds like Ctrl-C, so a job running inside the worker flushes its partial output.
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        return serve(sys.stdin, out)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,595 @@
+/**
+ * Runs untrusted Python (model-written programs) with as much isolation as this machine allows without
+ * extra software. docs/sandbox.md says precisely what is and is not isolated; keep the two in step.
+ *
+ * Per program:
+ * - a fresh temp directory (mode 0700) holding `program.py`, used as cwd, HOME and TMPDIR, removed afterwards;
+ * - a new session and process group (the wall-time limit kills the whole group with SIGKILL, and so does
+ *   the end of the run, so background processes left behind do not survive);
+ * - `unshare` namespaces where they work (probed once per process and cached): a network namespace (no
+ *   interfaces but a down loopback, so no network at all), an IPC namespace and a PID namespace (the supervisor is PID 1, so
+ *   when it ends the kernel kills every process the program started, even ones that left the process group);
+ *   as non-root these sit in a user namespace, which also gets a private /proc;
+ * - as root, the program runs as uid/gid 65534 (nobody) with no supplementary groups;
+ * - rlimits set by a small Python launcher before the program starts (see sandbox-launcher.ts): CPU time,
+ *   address space, file size, open files, core dumps off, and process count when the uid is dropped. The
+ *   launcher's `resource.setrlimit` is used rather than `prlimit(1)`: it needs no extra binary, runs in the
+ *   same process that then drops privileges (so a root-run sandbox cannot raise its hard limits again), and
+ *   adds no process start-up;
+ * - a scrubbed environment (minimal PATH, HOME/TMPDIR = temp dir, C.UTF-8, PYTHONHASHSEED=0) and no file
+ *   descriptors other than stdin (the nonce pipe), stdout, stderr and the report pipe;
+ * - `DISTILLERY_SANDBOX_NAMESPACES=off` skips the namespaces (to test the fallback, or where unshare misbehaves);
+ * - the system `python3` (`/usr/bin/python3` when present; `DISTILLERY_SANDBOX_PYTHON` overrides) with
+ *   `-s -S -B`: no user or system site-packages, no .pyc files. Not `-I`: that implies `-E`, which would drop
+ *   PYTHONHASHSEED, and the environment is built from scratch anyway; `-I`'s script-directory rule does not
+ *   apply because the program is run by the launcher (`-c`), whose sys.path[0] is the temp cwd.
+ * - stdout and stderr captured up to `outputBytes` each (the head and the tail are kept, the middle dropped),
+ *   and the program killed when it writes more than `fileSizeBytes` in total to them.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readlinkSync } from 'node:fs';
+import { chmod, chown, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { constants as osConstants } from 'node:os';
+import { LAUNCHER_SOURCE, PROBE_SOURCE } from './sandbox-launcher.js';
+
+export type SandboxStatus = 'pass' | 'fail' | 'timeout' | 'memory' | 'error';
+export const SANDBOX_STATUSES: readonly SandboxStatus[] = ['pass', 'fail', 'timeout', 'memory', 'error'];
+
+export interface SandboxLimits {
+  /** Wall-clock limit; the whole process group is killed when it passes. */
+  wallMs: number;
+  /** CPU seconds per process (RLIMIT_CPU; SIGXCPU at the limit, SIGKILL one second later). */
+  cpuSeconds: number;
+  /** Address space per process (RLIMIT_AS); allocations beyond it fail (Python raises MemoryError). */
+  memoryBytes: number;
+  /** Largest file a process may write (RLIMIT_FSIZE); also the cap on total stdout + stderr. */
+  fileSizeBytes: number;
+  /** Open file descriptors per process (RLIMIT_NOFILE). */
+  openFiles: number;
+  /**
+   * Processes of the sandbox uid (RLIMIT_NPROC), only when the uid is dropped (running as root). The count
+   * is per uid, i.e. shared by all sandboxes running at once; runMany raises it to 4 × concurrency.
+   */
+  processes: number;
+  /** Bytes of stdout and of stderr kept in the result (each; head and tail). */
+  outputBytes: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<SandboxLimits> = Object.freeze({
+  wallMs: 15_000,
+  cpuSeconds: 10,
+  memoryBytes: 1024 ** 3,
+  fileSizeBytes: 16 * 1024 ** 2,
+  openFiles: 64,
+  processes: 128,
+  outputBytes: 64 * 1024,
+});
+
+export interface SandboxResult {
+  status: SandboxStatus;
+  /** The program's exit code (null when it ended by a signal or never ran). */
+  exitCode: number | null;
+  /** The signal that ended the program, e.g. "SIGXCPU" or "SIGKILL" (null when it exited). */
+  signal: string | null;
+  durationMs: number;
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  /** Why the status is what it is, when that is not obvious (e.g. "wall time limit (15 s)"). */
+  note?: string;
+}
+
+/** What isolation is actually in effect on this machine (probed once, then cached). */
+export interface SandboxInfo {
+  /** Interpreter used, or null when none was found (every run then ends with status 'error'). */
+  python: string | null;
+  /** Command prefix placed before the interpreter (the unshare invocation), possibly empty. */
+  prefix: string[];
+  networkNamespace: boolean;
+  /** SysV IPC and POSIX message queues are private (POSIX shared memory in /dev/shm is a file system, not). */
+  ipcNamespace: boolean;
+  pidNamespace: boolean;
+  /** /proc shows only the sandbox's own processes. */
+  privateProc: boolean;
+  userNamespace: boolean;
+  /** The uid the program runs as when it is dropped from root, else null (same uid as Distillery). */
+  dropUid: number | null;
+  /** Why stronger isolation was not used (failed probes), for the record. */
+  notes: string[];
+}
+
+const SANDBOX_UID = 65534; // nobody
+const MIN_PATH = '/usr/local/bin:/usr/bin:/bin';
+const PYTHON_FLAGS = ['-s', '-S', '-B'];
+const CLOSE_GRACE_MS = 2000;
+
+let cachedInfo: SandboxInfo | undefined;
+
+function findPython(): string | null {
+  const override = process.env.DISTILLERY_SANDBOX_PYTHON;
+  if (override) return override;
+  if (existsSync('/usr/bin/python3')) return '/usr/bin/python3';
+  return findOnPath('python3');
+}
+
+function findOnPath(name: string): string | null {
+  for (const dir of (process.env.PATH ?? MIN_PATH).split(delimiter)) {
+    if (dir && existsSync(join(dir, name))) return join(dir, name);
+  }
+  for (const dir of MIN_PATH.split(':')) if (existsSync(join(dir, name))) return join(dir, name);
+  return null;
+}
+
+function readNs(kind: string): string | null {
+  try {
+    return readlinkSync(`/proc/self/ns/${kind}`);
+  } catch {
+    return null;
+  }
+}
+
+interface Candidate {
+  prefix: string[];
+  dropUid: number | null;
+  userNamespace: boolean;
+}
+
+function candidates(isRoot: boolean, unshare: string | null): Candidate[] {
+  const ns = ['--net', '--ipc', '--pid', '--fork', '--kill-child'];
+  const user = ['--user', '--map-root-user'];
+  const list: Candidate[] = [];
+  const uid = isRoot ? SANDBOX_UID : null;
+  if (unshare) {
+    if (isRoot) list.push({ prefix: [unshare, ...ns], dropUid: uid, userNamespace: false });
+    list.push({ prefix: [unshare, ...user, ...ns, '--mount-proc'], dropUid: null, userNamespace: true });
+    if (isRoot) list.push({ prefix: [unshare, '--net'], dropUid: uid, userNamespace: false });
+    list.push({ prefix: [unshare, ...user, '--net'], dropUid: null, userNamespace: true });
+  }
+  if (isRoot) list.push({ prefix: [], dropUid: uid, userNamespace: false });
+  list.push({ prefix: [], dropUid: null, userNamespace: false });
+  return list;
+}
+
+/**
+ * Probes the isolation available here (once per process; later calls return the cached answer). Each
+ * candidate, strongest first, runs a tiny Python program; the first that works is used, and what is really in
+ * effect (namespaces, uid) is read back from inside rather than assumed from the flags.
+ */
+export function sandboxInfo(): SandboxInfo {
+  if (cachedInfo) return cachedInfo;
+  const python = findPython();
+  const notes: string[] = [];
+  if (!python) {
+    notes.push('no python3 found (set DISTILLERY_SANDBOX_PYTHON)');
+    cachedInfo = { python: null, prefix: [], networkNamespace: false, ipcNamespace: false, pidNamespace: false, privateProc: false, userNamespace: false, dropUid: null, notes };
+    return cachedInfo;
+  }
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const namespacesOff = process.env.DISTILLERY_SANDBOX_NAMESPACES === 'off';
+  const unshare = process.platform === 'linux' && !namespacesOff ? findOnPath('unshare') : null;
+  if (namespacesOff) notes.push('namespaces turned off by DISTILLERY_SANDBOX_NAMESPACES=off');
+  else if (process.platform === 'linux' && !unshare) notes.push('unshare not found: no namespaces');
+  const hostNet = readNs('net');
+  const hostPid = readNs('pid');
+  const hostIpc = readNs('ipc');
+  for (const c of candidates(isRoot, unshare)) {
+    const r = spawnSync(c.prefix[0] ?? python, [...c.prefix.slice(1), ...(c.prefix.length ? [python] : []), ...PYTHON_FLAGS, '-c', PROBE_SOURCE, String(c.dropUid ?? -1)], {
+      env: { PATH: MIN_PATH, LANG: 'C.UTF-8' },
+      cwd: tmpdir(),
+      timeout: 10_000,
+      encoding: 'utf8',
+    });
+    const label = c.prefix.length ? c.prefix.slice(1).join(' ') : 'no namespaces';
+    const fields = (r.stdout ?? '').trim().split(/\s+/);
+    if (r.status !== 0 || fields.length < 5) {
+      const why = (r.error?.message ?? r.stderr ?? '').trim().split('\n').pop() ?? '';
+      notes.push(`${label}${c.dropUid !== null ? ` (uid ${c.dropUid})` : ''}: unavailable (${why || `exit ${r.status ?? r.signal}`})`);
+      continue;
+    }
+    const [net, pid, ipc, uid, procs] = fields as [string, string, string, string, string];
+    const pidNamespace = pid !== '-' && hostPid !== null && pid !== hostPid;
+    cachedInfo = {
+      python,
+      prefix: c.prefix,
+      networkNamespace: net !== '-' && hostNet !== null && net !== hostNet,
+      ipcNamespace: ipc !== '-' && hostIpc !== null && ipc !== hostIpc,
+      pidNamespace,
+      privateProc: pidNamespace && procs !== '-' && Number(procs) <= 2,
+      userNamespace: c.userNamespace,
+      dropUid: c.dropUid !== null && Number(uid) === c.dropUid ? c.dropUid : null,
+      notes,
+    };
+    return cachedInfo;
+  }
+  notes.push('python3 could not be started');
+  cachedInfo = { python: null, prefix: [], networkNamespace: false, ipcNamespace: false, pidNamespace: false, privateProc: false, userNamespace: false, dropUid: null, notes };
+  return cachedInfo;
+}
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && n % 1024 === 0 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n} ${units[i]}`;
+}
+
+function resolveLimits(limits?: Partial<SandboxLimits>): SandboxLimits {
+  const l = { ...DEFAULT_LIMITS, ...(limits ?? {}) };
+  for (const [k, v] of Object.entries(l)) {
+    if (!Number.isFinite(v) || v <= 0) throw new RangeError(`sandbox limit ${k} must be a positive number, got ${v}`);
+  }
+  return l;
+}
+
+/**
+ * One line saying what isolation is active, e.g. "process group + pid namespace + rlimits (cpu 10s, as
+ * 1 GiB, fsize 16 MiB, nofile 64, nproc 128) + network namespace + uid 65534 (nobody) + scrubbed env + temp
+ * cwd". Recorded next to every score so a reader knows what the numbers were measured under.
+ */
+export function sandboxLevel(limits?: Partial<SandboxLimits>): string {
+  const info = sandboxInfo();
+  const l = resolveLimits(limits);
+  if (!info.python) return `unavailable: ${info.notes.join('; ')}`;
+  const parts = ['process group'];
+  if (info.pidNamespace) parts.push(info.privateProc ? 'pid namespace (private /proc)' : 'pid namespace');
+  const rl = [`cpu ${l.cpuSeconds}s`, `as ${formatBytes(l.memoryBytes)}`, `fsize ${formatBytes(l.fileSizeBytes)}`, `nofile ${l.openFiles}`];
+  if (info.dropUid !== null) rl.push(`nproc ${l.processes}`);
+  parts.push(`rlimits (${rl.join(', ')})`);
+  parts.push(`wall ${l.wallMs / 1000}s`);
+  parts.push(info.networkNamespace ? 'network namespace' : 'NO network isolation');
+  if (info.ipcNamespace) parts.push('ipc namespace');
+  if (info.dropUid !== null) parts.push(`uid ${info.dropUid}${info.dropUid === SANDBOX_UID ? ' (nobody)' : ''}`);
+  else if (info.userNamespace) parts.push('user namespace (same uid outside)');
+  else parts.push('same uid as Distillery');
+  parts.push('scrubbed env', 'temp cwd');
+  return parts.join(' + ');
+}
+
+/** Keeps the first and last halves of a stream up to a cap, and counts everything. */
+class OutputCapture {
+  private head: Buffer[] = [];
+  private headLen = 0;
+  private tail: Buffer[] = [];
+  private tailLen = 0;
+  total = 0;
+  private readonly headCap: number;
+  private readonly tailCap: number;
+
+  constructor(cap: number) {
+    this.headCap = Math.floor(cap / 2);
+    this.tailCap = cap - this.headCap;
+  }
+
+  push(chunk: Buffer): void {
+    this.total += chunk.length;
+    if (this.headLen < this.headCap) {
+      const take = Math.min(this.headCap - this.headLen, chunk.length);
+      this.head.push(chunk.subarray(0, take));
+      this.headLen += take;
+      chunk = chunk.subarray(take);
+    }
+    if (chunk.length === 0) return;
+    this.tail.push(chunk);
+    this.tailLen += chunk.length;
+    while (this.tail.length > 1 && this.tailLen - this.tail[0]!.length >= this.tailCap) {
+      this.tailLen -= this.tail.shift()!.length;
+    }
+  }
+
+  result(): { text: string; truncated: boolean } {
+    const head = Buffer.concat(this.head);
+    let tail = Buffer.concat(this.tail);
+    if (this.total <= this.headCap + this.tailCap) return { text: Buffer.concat([head, tail]).toString('utf8'), truncated: false };
+    tail = tail.subarray(tail.length - this.tailCap);
+    const omitted = this.total - head.length - tail.length;
+    return { text: `${head.toString('utf8')}\n[... ${omitted} bytes omitted ...]\n${tail.toString('utf8')}`, truncated: true };
+  }
+}
+
+const activeGroups = new Set<number>();
+let exitHookInstalled = false;
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Sandboxes live in their own process groups, so a terminal's Ctrl-C does not reach them; kill them when
+  // Distillery exits. (If Distillery is killed outright, each launcher sees its stdin close and kills its own
+  // group.)
+  process.once('exit', () => {
+    for (const g of activeGroups) killGroup(g);
+  });
+}
+
+function signalName(n: number): string {
+  for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name;
+  return `signal ${n}`;
+}
+
+async function removeDir(dir: string): Promise<string | undefined> {
+  try {
+    await rm(dir, { recursive: true, force: true, maxRetries: 2 });
+    return undefined;
+  } catch {
+    // A program can chmod its own directories to 000; restore access and try again.
+    const fix = async (d: string): Promise<void> => {
+      await chmod(d, 0o700).catch(() => {});
+      for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+        if (e.isDirectory()) await fix(join(d, e.name));
+      }
+    };
+    await fix(dir);
+    try {
+      await rm(dir, { recursive: true, force: true, maxRetries: 2 });
+      return undefined;
+    } catch (e) {
+      return `temp dir ${dir} could not be removed: ${(e as Error).message}`;
+    }
+  }
+}
+
+interface Report {
+  child?: string;
+  exit?: number;
+  signal?: number;
+  cpu?: number;
+  setupError?: string;
+}
+
+function parseReport(text: string, nonce: string): Report {
+  const r: Report = {};
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(nonce + ' ')) continue;
+    const words = line.slice(nonce.length + 1).split(' ');
+    if (words[0] === 'child') r.child = words.slice(1).join(' ');
+    else if (words[0] === 'exit' || words[0] === 'signal') {
+      r[words[0]] = Number(words[1]);
+      if (words[2] === 'cpu') r.cpu = Number(words[3]);
+    } else if (words[0] === 'setup-error') r.setupError = words.slice(1).join(' ');
+  }
+  return r;
+}
+
+function errorResult(message: string, durationMs = 0): SandboxResult {
+  return { status: 'error', exitCode: null, signal: null, durationMs, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, note: message };
+}
+
+/** Runs one Python program in the sandbox. Never throws for the program's behaviour; sandbox failures are status 'error'. */
+export async function runProgram(program: string, limits?: Partial<SandboxLimits>): Promise<SandboxResult> {
+  const l = resolveLimits(limits);
+  const info = sandboxInfo();
+  if (!info.python) return errorResult(`sandbox unavailable: ${info.notes.join('; ')}`);
+
+  let dir: string;
+  try {
+    dir = await mkdtemp(join(tmpdir(), 'distillery-sbx-'));
+  } catch (e) {
+    return errorResult(`cannot create a temp dir: ${(e as Error).message}`);
+  }
+  const started = Date.now();
+  try {
+    const file = join(dir, 'program.py');
+    await writeFile(file, program, { mode: 0o600 });
+    if (info.dropUid !== null) {
+      await chown(dir, info.dropUid, info.dropUid);
+      await chown(file, info.dropUid, info.dropUid);
+    }
+    const nonce = randomBytes(16).toString('hex');
+    const args = [
+      ...info.prefix.slice(1),
+      ...(info.prefix.length ? [info.python] : []),
+      ...PYTHON_FLAGS,
+      '-c',
+      LAUNCHER_SOURCE,
+      file,
+      String(Math.ceil(l.cpuSeconds)),
+      String(Math.floor(l.memoryBytes)),
+      String(Math.floor(l.fileSizeBytes)),
+      String(Math.floor(l.openFiles)),
+      String(Math.floor(l.processes)),
+      String(info.dropUid ?? -1),
+    ];
+    const env: Record<string, string> = {
+      PATH: MIN_PATH,
+      HOME: dir,
+      TMPDIR: dir,
+      LANG: 'C.UTF-8',
+      LC_ALL: 'C.UTF-8',
+      PYTHONHASHSEED: '0',
+      PYTHONIOENCODING: 'utf-8',
+    };
+    const result = await execute(info.prefix[0] ?? info.python, args, dir, env, nonce, l, started);
+    const cleanup = await removeDir(dir);
+    if (cleanup) result.note = result.note ? `${result.note}; ${cleanup}` : cleanup;
+    return result;
+  } catch (e) {
+    await removeDir(dir);
+    return errorResult(`sandbox failure: ${(e as Error).message}`, Date.now() - started);
+  }
+}
+
+function execute(
+  command: string,
+  args: string[],
+  cwd: string,
+  env: Record<string, string>,
+  nonce: string,
+  l: SandboxLimits,
+  started: number,
+): Promise<SandboxResult> {
+  return new Promise((resolve) => {
+    installExitHook();
+    const child = spawn(command, args, { cwd, env, detached: true, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    const pgid = child.pid;
+    const out = new OutputCapture(l.outputBytes);
+    const err = new OutputCapture(l.outputBytes);
+    const reports: Buffer[] = [];
+    let reportLen = 0;
+    let timedOut = false;
+    let flooded = false;
+    let spawnError: Error | undefined;
+    let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let settled = false;
+    let graceTimer: NodeJS.Timeout | undefined;
+
+    if (pgid !== undefined) activeGroups.add(pgid);
+    const kill = (): void => {
+      if (pgid !== undefined) killGroup(pgid);
+    };
+    const wallTimer = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, l.wallMs);
+
+    const onOutput = (cap: OutputCapture) => (chunk: Buffer) => {
+      cap.push(chunk);
+      if (!flooded && out.total + err.total > l.fileSizeBytes) {
+        flooded = true;
+        kill();
+      }
+    };
+    child.stdout!.on('data', onOutput(out));
+    child.stderr!.on('data', onOutput(err));
+    const reportStream = child.stdio[3] as NodeJS.ReadableStream;
+    reportStream.on('data', (chunk: Buffer) => {
+      if (reportLen < 8192) {
+        reports.push(chunk);
+        reportLen += chunk.length;
+      }
+    });
+    for (const s of [child.stdin, child.stdout, child.stderr, reportStream]) (s as NodeJS.EventEmitter | null)?.on('error', () => {});
+    child.stdin!.write(nonce + '\n');
+
+    const finish = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(wallTimer);
+      if (graceTimer) clearTimeout(graceTimer);
+      if (pgid !== undefined) activeGroups.delete(pgid);
+      const durationMs = Date.now() - started;
+      const o = out.result();
+      const e = err.result();
+      const base = { durationMs, stdout: o.text, stderr: e.text, stdoutTruncated: o.truncated, stderrTruncated: e.truncated };
+      if (spawnError) {
+        resolve({ ...base, status: 'error', exitCode: null, signal: null, note: `could not start the sandbox: ${spawnError.message}` });
+        return;
+      }
+      resolve({ ...base, ...classify(parseReport(Buffer.concat(reports).toString('utf8'), nonce), exited, timedOut, flooded, e.text, l) });
+    };
+
+    child.on('error', (e) => {
+      spawnError = e;
+      finish();
+    });
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      // Anything the program left running in its process group goes now (with a PID namespace the kernel
+      // has already done this when the supervisor, PID 1, exited). The group id cannot have been reused
+      // while any member is alive; if none is, the kill finds nothing (ESRCH), barring a pid wrap-around in
+      // the microseconds since the leader was reaped.
+      kill();
+      child.stdin?.destroy();
+      // A process that escaped the group (possible only without a PID namespace) may hold the pipes open.
+      graceTimer = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        reportStream.removeAllListeners('data');
+        finish();
+      }, CLOSE_GRACE_MS);
+    });
+    child.on('close', finish);
+  });
+}
+
+function classify(
+  r: Report,
+  exited: { code: number | null; signal: NodeJS.Signals | null } | undefined,
+  timedOut: boolean,
+  flooded: boolean,
+  stderr: string,
+  l: SandboxLimits,
+): Pick<SandboxResult, 'status' | 'exitCode' | 'signal' | 'note'> {
+  const exitCode = r.exit ?? null;
+  const signal = r.signal !== undefined ? signalName(r.signal) : null;
+  if (timedOut) return { status: 'timeout', exitCode, signal: signal ?? 'SIGKILL', note: `wall time limit (${l.wallMs / 1000} s)` };
+  if (flooded) return { status: 'fail', exitCode, signal: signal ?? 'SIGKILL', note: `killed: wrote more than ${formatBytes(l.fileSizeBytes)} to stdout/stderr` };
+  if (r.setupError) return { status: 'error', exitCode, signal, note: `sandbox setup failed: ${r.setupError}` };
+  if (r.exit === undefined && r.signal === undefined) {
+    const how = exited ? (exited.signal ? `signal ${exited.signal}` : `exit ${exited.code}`) : 'no exit';
+    const last = stderr.trim().split('\n').pop() ?? '';
+    return { status: 'error', exitCode: exited?.code ?? null, signal: exited?.signal ?? null, note: `the sandbox launcher did not report (${how})${last ? `: ${last}` : ''}` };
+  }
+  if (r.exit === 0 && r.child === 'pass') return { status: 'pass', exitCode: 0, signal: null };
+  if (r.child === 'memory') return { status: 'memory', exitCode, signal, note: `MemoryError (address space limit ${formatBytes(l.memoryBytes)})` };
+  if (r.signal !== undefined) {
+    const cpu = r.cpu ?? 0;
+    if (signal === 'SIGXCPU' || (signal === 'SIGKILL' && cpu >= l.cpuSeconds)) {
+      return { status: 'timeout', exitCode, signal, note: `CPU time limit (${l.cpuSeconds} s)` };
+    }
+    if (signal === 'SIGKILL') return { status: 'memory', exitCode, signal, note: 'killed by SIGKILL (most likely the kernel OOM killer)' };
+  }
+  if (/\bMemoryError\b/.test(stderr.slice(-2048))) return { status: 'memory', exitCode, signal, note: 'MemoryError in the output' };
+  let note: string | undefined;
+  if (r.child?.startsWith('exit ')) note = `the program raised SystemExit(${r.child.slice(5)}) before its end, so the tests did not all run`;
+  else if (r.exit === 0 && r.child === undefined) note = 'the program exited (os._exit) before its end, so the tests did not all run';
+  else if (signal) note = `killed by ${signal}`;
+  return { status: 'fail', exitCode, signal, note };
+}
+
+export interface RunManyOptions {
+  /** Programs run at once (default: the number of CPU cores available). */
+  concurrency?: number;
+  limits?: Partial<SandboxLimits>;
+}
+
+/** The default concurrency (CPU cores available) or the given one, at least 1. */
+export function resolveConcurrency(concurrency?: number): number {
+  return Math.max(1, Math.floor(concurrency ?? availableParallelism()));
+}
+
+/**
+ * The limits runMany really uses at a given concurrency: defaults filled in, and the process limit raised to
+ * 4 × concurrency, because RLIMIT_NPROC counts every process of the sandbox uid, across concurrent runs.
+ */
+export function limitsForConcurrency(limits: Partial<SandboxLimits> | undefined, concurrency: number): SandboxLimits {
+  const base = resolveLimits(limits);
+  return { ...base, processes: Math.max(base.processes, 4 * concurrency) };
+}
+
+/** Runs programs with bounded parallelism; results come back in input order. */
+export async function runMany(
+  programs: readonly string[],
+  opts: RunManyOptions = {},
+  onProgress?: (done: number, total: number, last: SandboxResult) => void,
+): Promise<SandboxResult[]> {
+  const concurrency = resolveConcurrency(opts.concurrency);
+  const limits = limitsForConcurrency(opts.limits, concurrency);
+  const results = new Array<SandboxResult>(programs.length);
+  let next = 0;
+  let done = 0;
+  const worker = async (): Promise<void> => {
+    while (next < programs.length) {
+      const i = next++;
+      const r = await runProgram(programs[i]!, limits);
+      results[i] = r;
+      done++;
+      onProgress?.(done, programs.length, r);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, programs.length) }, worker));
+  return results;
+}

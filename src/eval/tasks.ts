@@ -1,0 +1,162 @@
+/**
+ * Code tasks: loading them from JSONL and turning (task, completion) into the Python program the sandbox runs.
+ *
+ * A task file has one JSON object per line (blank lines are skipped):
+ *
+ *     {"id": "add-1", "prompt": "def add(a, b):\n", "tests": "assert add(1, 2) == 3\n", "entry_point": "add"}
+ *
+ * HumanEval's spelling loads too: `task_id` is read as `id` and `test` as `tests` when the canonical name is
+ * absent (other fields, such as `canonical_solution`, are ignored). Every error names the file, the line and
+ * the field, and a repeated id is refused: two tasks with one id would silently merge their samples.
+ */
+import { readFile } from 'node:fs/promises';
+import { UserError } from '../core/errors.js';
+
+export interface CodeTask {
+  id: string;
+  /** The text the model continues: usually imports, a signature and a docstring. */
+  prompt: string;
+  /** Python run after the completion: top-level asserts, or HumanEval's `def check(candidate): ...`. */
+  tests: string;
+  /** The function under test (a Python identifier). */
+  entry_point: string;
+  language?: 'python';
+}
+
+/**
+ * How completions are turned into programs:
+ * - `continuation`: a base model continued the prompt; the program is prompt + completion (+ tests).
+ * - `chat`: a chat model answered in prose with a code block; the code is taken out with `extractCode` and
+ *   placed after the prompt (see `buildChatProgram`).
+ */
+export type CompletionFormat = 'continuation' | 'chat';
+
+const PY_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Parses task JSONL text; `source` names it in errors (a file path, or e.g. "demo suite"). */
+export function parseTasks(text: string, source: string): CodeTask[] {
+  const tasks: CodeTask[] = [];
+  const firstLine = new Map<string, number>();
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const raw = lines[i]!.replace(/\r$/, '');
+    if (raw.trim() === '') continue;
+    const lineNo = i + 1;
+    const where = `${source}:${lineNo}`;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(raw);
+    } catch (e) {
+      throw new UserError(`${where}: not valid JSON (${(e as Error).message})`, 'each line must be one JSON object');
+    }
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+      throw new UserError(`${where}: expected a JSON object, got ${Array.isArray(obj) ? 'an array' : typeof obj}`);
+    }
+    const rec = obj as Record<string, unknown>;
+    const field = (name: string, alias?: string): string => {
+      const key = name in rec || alias === undefined || !(alias in rec) ? name : alias;
+      const v = rec[key];
+      if (v === undefined) {
+        throw new UserError(`${where}: missing field "${name}"`, alias ? `("${alias}" is accepted too)` : undefined);
+      }
+      if (typeof v !== 'string') throw new UserError(`${where}: field "${key}" must be a string, got ${describe(v)}`);
+      return v;
+    };
+    const id = field('id', 'task_id');
+    if (id.trim() === '') throw new UserError(`${where}: field "id" is empty`);
+    const prompt = field('prompt');
+    const tests = field('tests', 'test');
+    if (tests.trim() === '') {
+      throw new UserError(`${where}: field "tests" is empty`, 'a task without tests would pass every completion');
+    }
+    const entry_point = field('entry_point');
+    if (!PY_IDENTIFIER.test(entry_point)) {
+      throw new UserError(`${where}: field "entry_point" must be a Python identifier, got ${JSON.stringify(entry_point)}`);
+    }
+    const task: CodeTask = { id, prompt, tests, entry_point };
+    if (rec.language !== undefined) {
+      if (rec.language !== 'python') {
+        throw new UserError(`${where}: field "language" must be "python", got ${describe(rec.language)}`, 'only Python tasks run in the sandbox');
+      }
+      task.language = 'python';
+    }
+    const seen = firstLine.get(id);
+    if (seen !== undefined) throw new UserError(`${where}: duplicate id ${JSON.stringify(id)} (first on line ${seen})`);
+    firstLine.set(id, lineNo);
+    tasks.push(task);
+  }
+  return tasks;
+}
+
+/** Reads and validates a task JSONL file. */
+export async function loadTasks(file: string): Promise<CodeTask[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`cannot read task file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const tasks = parseTasks(text, file);
+  if (tasks.length === 0) throw new UserError(`${file}: no tasks (the file is empty)`);
+  return tasks;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'number' || typeof v === 'boolean' ? `${typeof v} ${String(v)}` : typeof v;
+}
+
+/**
+ * The program for a base-model completion: `prompt + completion + "\n\n" + tests`.
+ *
+ * The completion is appended to the prompt because that is what a base model produced: it continued the
+ * prompt text (typically writing a function body under the signature and docstring the prompt ends with), so
+ * the completion alone is not a program — only prompt + completion is. This is HumanEval's convention.
+ *
+ * HumanEval-style tests define `def check(candidate): ...` without calling it; when the tests define a
+ * top-level `check` function, `check(<entry_point>)` is appended so the asserts actually run (otherwise every
+ * completion would pass). Tests written as top-level asserts are left as they are.
+ */
+export function buildProgram(task: CodeTask, completion: string): string {
+  return task.prompt + completion + '\n\n' + task.tests + checkCall(task);
+}
+
+/**
+ * The program for a chat-style answer: `prompt + "\n" + extractCode(answer) + "\n\n" + tests`.
+ *
+ * The answer usually repeats the whole function, so it is placed after the prompt on a fresh line rather than
+ * glued to it: the prompt keeps supplying its imports and helpers, its own copy of the function (a signature
+ * and docstring, which is a valid body on its own) is simply redefined by the answer's. This needs the prompt
+ * to be syntactically complete on its own, as HumanEval-style prompts ending in a docstring are.
+ */
+export function buildChatProgram(task: CodeTask, answer: string): string {
+  return task.prompt + '\n' + extractCode(answer) + '\n\n' + task.tests + checkCall(task);
+}
+
+/** Builds the program for a completion in the given format. */
+export function programFor(task: CodeTask, completion: string, format: CompletionFormat = 'continuation'): string {
+  return format === 'chat' ? buildChatProgram(task, completion) : buildProgram(task, completion);
+}
+
+function checkCall(task: CodeTask): string {
+  return /^def check\s*\(/m.test(task.tests) ? `\n\ncheck(${task.entry_point})\n` : '';
+}
+
+/**
+ * The code in a chat-style answer: the body of the last fenced ```python (or ```py) block; if there is none,
+ * the last untagged ``` block; if there are no fences at all, the raw text. An unclosed final fence (a
+ * truncated answer) counts as a block running to the end of the text.
+ */
+export function extractCode(text: string): string {
+  const fence = /^[ \t]*```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n([\s\S]*?)(?:^[ \t]*```[ \t]*$|(?![\s\S]))/gm;
+  let lastPython: string | undefined;
+  let lastPlain: string | undefined;
+  for (let m = fence.exec(text); m !== null; m = fence.exec(text)) {
+    const lang = m[1]!.toLowerCase();
+    const body = m[2]!.replace(/\n$/, '');
+    if (lang === 'python' || lang === 'py' || lang === 'python3') lastPython = body;
+    else if (lang === '') lastPlain = body;
+  }
+  return lastPython ?? lastPlain ?? text;
+}

@@ -1,0 +1,152 @@
+import { rmdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { UserError } from '../core/errors.js';
+import type { VaultLayout } from './layout.js';
+import {
+  listManifestLocations, modelDigest, readManifest, validateLineage, versionsOf, writeNewManifest,
+  MANIFEST_SCHEMA, type Lineage, type Manifest, type ManifestFile, type ModelSource,
+} from './manifest.js';
+import { inspectModelFolder } from './model-folder.js';
+import { validateModelName } from './names.js';
+import { indexManifest, queryByDigest, withIndex } from './index-db.js';
+import { hasBlob, putBlob, removeBlob, sweepStaleTemps, syncBlobDir } from './store.js';
+
+/**
+ * Import = check everything, copy files into the blob store, then publish the manifest. The manifest is
+ * written last and atomically, so until that moment the model does not exist; if anything fails before it,
+ * the blobs this import added (and nothing else uses) are removed again.
+ */
+
+export interface ImportProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  /** The file being copied (relative path). */
+  file: string;
+}
+
+export interface ImportOptions {
+  name: string;
+  /** Overrides the license found in README.md's front matter. */
+  license?: string;
+  /** Where the model came from; defaults to {kind: 'local-dir', path: <absolute dir>}. */
+  source?: ModelSource;
+  lineage?: Lineage | null;
+  onProgress?: (p: ImportProgress) => void;
+}
+
+/** Test-only fault injection: runs after each file is stored, so a test can fail an import midway. */
+export interface ImportHooks {
+  afterFile?: (path: string) => void | Promise<void>;
+}
+
+const MAX_VERSION_RACES = 100;
+
+export async function importModel(layout: VaultLayout, dir: string, opts: ImportOptions, hooks: ImportHooks = {}): Promise<Manifest> {
+  // Everything that can be checked is checked before the first write.
+  const name = validateModelName(opts.name);
+  const lineage = opts.lineage == null ? null : validateLineage(opts.lineage, `${name}`);
+  const license = opts.license === undefined ? undefined : opts.license.trim();
+  if (license === '') throw new UserError('--license must not be empty');
+  const info = await inspectModelFolder(dir, { license });
+
+  sweepStaleTemps(layout);
+  const bytesTotal = info.files.reduce((s, f) => s + f.size, 0);
+  let bytesDone = 0;
+  const created = new Set<string>();
+  const files: ManifestFile[] = [];
+  try {
+    for (const f of info.files) {
+      opts.onProgress?.({ bytesDone, bytesTotal, file: f.path });
+      const blob = await putBlob(layout, f.abs, {
+        syncDir: false,
+        onBytes: (n) => {
+          bytesDone += n;
+          opts.onProgress?.({ bytesDone, bytesTotal, file: f.path });
+        },
+      });
+      if (blob.created) created.add(blob.sha256);
+      if (blob.size !== f.size) {
+        throw new UserError(`${f.abs} changed while it was being imported (${f.size} bytes before, ${blob.size} after)`, 'import again once the folder is no longer being written');
+      }
+      files.push({ path: f.path, sha256: blob.sha256, size: blob.size });
+      await hooks.afterFile?.(f.path);
+    }
+    // A concurrent import that failed may have removed a blob we deduplicated against; put it back.
+    for (const [i, f] of files.entries()) {
+      if (!hasBlob(layout, f.sha256)) {
+        const again = await putBlob(layout, info.files[i]!.abs, { syncDir: false });
+        if (again.sha256 !== f.sha256) throw new UserError(`${info.files[i]!.abs} changed while it was being imported`);
+        created.add(again.sha256);
+      }
+    }
+    await syncBlobDir(layout); // blobs durable before a manifest can point at them
+
+    const base = {
+      schema: MANIFEST_SCHEMA, name, created: new Date().toISOString(), digest: modelDigest(files),
+      format: info.format, architecture: info.architecture, model_type: info.model_type,
+      parameters: info.parameters, dtype: info.dtype, license: info.license,
+      source: opts.source ?? { kind: 'local-dir', path: info.dir }, files, lineage,
+    } as const;
+    // Versions are claimed by creating the manifest file exclusively; losing a race just means retrying
+    // with the next number.
+    for (let attempt = 0; ; attempt++) {
+      const version = (versionsOf(layout, name).at(-1) ?? 0) + 1;
+      const manifest: Manifest = { ...base, version };
+      try {
+        writeNewManifest(layout, manifest);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST' && attempt < MAX_VERSION_RACES) continue;
+        throw e;
+      }
+      try {
+        indexManifest(layout, manifest);
+      } catch {
+        // The manifest is the truth and already published; the index notices it is behind and rebuilds.
+      }
+      return manifest;
+    }
+  } catch (e) {
+    removeUnreferenced(layout, created);
+    try {
+      rmdirSync(join(layout.modelsDir, name)); // only succeeds if this import left it empty
+    } catch {
+      /* not empty or not there */
+    }
+    throw e;
+  }
+}
+
+/** Removes blobs added by a failed import, unless some published manifest uses them. */
+function removeUnreferenced(layout: VaultLayout, blobs: Set<string>): void {
+  if (blobs.size === 0) return;
+  const referenced = new Set<string>();
+  for (const loc of listManifestLocations(layout)) {
+    try {
+      for (const f of readManifest(layout, loc.name, loc.version).files) referenced.add(f.sha256);
+    } catch {
+      return; // An unreadable manifest might use them: keep the blobs rather than risk deleting data.
+    }
+  }
+  for (const sha256 of blobs) if (!referenced.has(sha256)) removeBlob(layout, sha256);
+}
+
+export interface RegisterOptions {
+  name: string;
+  lineage: Lineage;
+  source?: ModelSource;
+  license?: string;
+  onProgress?: (p: ImportProgress) => void;
+}
+
+/** Adds a recipe's output folder as the next version of `name`, recording where it came from. */
+export async function registerModel(layout: VaultLayout, dir: string, opts: RegisterOptions): Promise<Manifest> {
+  if (opts.lineage == null) throw new UserError(`registering ${opts.name}: lineage is required (use importModel for models without one)`);
+  const lineage = validateLineage(opts.lineage, opts.name);
+  // A derived model carries its parent's license unless told otherwise (recipe outputs have no model card).
+  let license = opts.license;
+  if (license === undefined) {
+    const parents = withIndex(layout, (db) => queryByDigest(db, lineage.parent.digest));
+    license = parents.find((p) => p.license !== null)?.license ?? undefined;
+  }
+  return importModel(layout, dir, { ...opts, lineage, license });
+}

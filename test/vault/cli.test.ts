@@ -1,0 +1,117 @@
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmodSync, closeSync, openSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { registerVaultCommands, formatBytes, formatParams } from '../../src/cli/vault-commands.js';
+import { UserError } from '../../src/core/errors.js';
+import { freshHome, makeFakeModel, stories260kDir, tempDir } from './helpers.js';
+
+let home = '';
+before(() => {
+  home = freshHome();
+  process.env.DISTILLERY_HOME = home;
+});
+
+/** Runs `distillery vault …` in-process, capturing stdout/stderr and the exit code it sets. */
+async function cli(...args: string[]): Promise<{ out: string; err: string; code: number }> {
+  const program = new Command().name('distillery').exitOverride();
+  registerVaultCommands(program);
+  let out = '';
+  let err = '';
+  const ow = process.stdout.write.bind(process.stdout);
+  const ew = process.stderr.write.bind(process.stderr);
+  // Only strings are ours: the test runner talks to its parent through stdout in binary chunks.
+  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((out += s), true) : ow(s, ...rest))) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((err += s), true) : ew(s, ...rest))) as typeof process.stderr.write;
+  process.exitCode = undefined;
+  try {
+    await program.parseAsync(['vault', ...args], { from: 'user' });
+  } finally {
+    process.stdout.write = ow;
+    process.stderr.write = ew;
+  }
+  const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
+  process.exitCode = undefined;
+  return { out, err, code };
+}
+
+test('number formatting', () => {
+  assert.equal(formatParams(260032), '260k');
+  assert.equal(formatParams(264128), '264k');
+  assert.equal(formatParams(1_234_567), '1.2M');
+  assert.equal(formatParams(999_700), '1.0M');
+  assert.equal(formatParams(7_615_616_512), '7.6B');
+  assert.equal(formatParams(70_553_706_496), '71B');
+  assert.equal(formatParams(512), '512');
+  assert.equal(formatParams(null), '-');
+  assert.equal(formatBytes(1044992), '1.0 MB');
+  assert.equal(formatBytes(512), '512 B');
+  assert.equal(formatBytes(15_200_000_000), '15 GB');
+});
+
+test('import, list, show, verify through the CLI', async () => {
+  const src = stories260kDir() ?? makeFakeModel(join(tempDir(), 'fake'));
+  const imp = await cli('import', src, '--name', 'tiny', '--license', 'mit');
+  assert.equal(imp.code, 0);
+  assert.match(imp.out, /^imported tiny:1: LlamaForCausalLM, .* parameters/);
+  await cli('import', src, '--name', 'tiny');
+
+  const list = await cli('list');
+  const lines = list.out.trim().split('\n');
+  assert.match(lines[0]!, /^MODEL\s+ARCHITECTURE\s+PARAMS\s+DTYPE\s+SIZE/);
+  assert.equal(lines.length, 4);
+  assert.match(lines[2]!, /^tiny:1\s+LlamaForCausalLM/);
+  // Aligned: every row starts its columns at the header's offsets.
+  assert.equal(lines[2]!.indexOf('LlamaForCausalLM'), lines[0]!.indexOf('ARCHITECTURE'));
+  if (stories260kDir()) assert.match(list.out, /260k\s+float32\s+1\.1 MB/);
+  const json = JSON.parse((await cli('list', '--json')).out);
+  assert.deepEqual(json.map((r: { name: string; version: number }) => `${r.name}:${r.version}`), ['tiny:1', 'tiny:2']);
+
+  const show = await cli('show', 'tiny:1');
+  assert.match(show.out, /^model\s+tiny:1$/m);
+  assert.match(show.out, /^license\s+mit$/m);
+  assert.match(show.out, /^config\.json\s+\d+ B\s+[0-9a-f]{12}$/m);
+  const showJson = JSON.parse((await cli('show', 'tiny', '--json')).out);
+  assert.equal(showJson.version, 2);
+  const folder = await cli('show', src);
+  assert.match(folder.out, /a folder, not in the vault/);
+
+  const ok = await cli('verify');
+  assert.equal(ok.code, 0);
+  assert.match(ok.out, /^ok: 2 model\(s\), \d+ blob\(s\), .* hashed in .* \(.*\/s\)$/m);
+  assert.match(ok.err, /verify/);
+
+  const blob = join(home, 'blobs', 'sha256', showJson.files[0].sha256);
+  chmodSync(blob, 0o644);
+  const fd = openSync(blob, 'r+');
+  writeSync(fd, Buffer.from('!'), 0, 1, 0);
+  closeSync(fd);
+  const bad = await cli('verify', 'tiny:1');
+  assert.equal(bad.code, 1);
+  assert.match(bad.out, /DAMAGE FOUND/);
+  assert.match(bad.out, new RegExp(`breaks tiny:1 ${showJson.files[0].path.replace('.', '\\.')}`));
+  const badJson = await cli('verify', '--json');
+  assert.equal(badJson.code, 1);
+  assert.equal(JSON.parse(badJson.out).ok, false);
+});
+
+test('CLI errors are UserErrors', async () => {
+  await assert.rejects(cli('show', 'nope'), (e: unknown) => e instanceof UserError && /no model named "nope"/.test(e.message));
+  await assert.rejects(cli('import', tempDir(), '--name', 'x'), (e: unknown) => e instanceof UserError && /config\.json is missing/.test(e.message));
+  await assert.rejects(cli('import', tempDir(), '--name', 'Bad'), (e: unknown) => e instanceof UserError && /invalid model name/.test(e.message));
+});
+
+test('every vault command has a description and an example', () => {
+  const program = new Command();
+  registerVaultCommands(program);
+  const vault = program.commands.find((c) => c.name() === 'vault')!;
+  assert.deepEqual(vault.commands.map((c) => c.name()), ['import', 'list', 'show', 'verify']);
+  for (const c of [vault, ...vault.commands]) {
+    assert.ok(c.description().length > 10, c.name());
+    let help = '';
+    c.configureOutput({ writeOut: (s) => (help += s) });
+    c.outputHelp();
+    assert.match(help, /Example/, c.name());
+  }
+});
