@@ -209,12 +209,14 @@ def sample_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator]) -
     return tokens.clamp_(max=logits.shape[-1] - 1)
 
 
-def next_tokens(logits: torch.Tensor, params: SamplingParams, generators: Sequence[torch.Generator]) -> torch.Tensor:
+def next_tokens(
+    logits: torch.Tensor, params: SamplingParams, generators: Sequence[torch.Generator | None]
+) -> torch.Tensor:
     """Apply the decoding rules to last-position logits [rows, vocab] (float32)."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
     filtered = filter_logits(logits / params.temperature, params.top_k, params.top_p, params.min_p)
-    return sample_tokens(filtered, generators)
+    return sample_tokens(filtered, [g for g in generators if g is not None])
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -315,7 +317,7 @@ class _Finisher:
 
 
 @torch.inference_mode()
-def generate_batch(model: PreTrainedModel, rows: list[_Row], params: SamplingParams, finisher: _Finisher) -> None:
+def _run_batch(model: PreTrainedModel, rows: list[_Row], params: SamplingParams, finisher: _Finisher) -> None:
     """Run one batch to completion, filling each row's tokens, text and finish reason."""
     device = _model_device(model)
     pad_id = finisher.tokenizer.pad_token_id if finisher.tokenizer.pad_token_id is not None else 0
@@ -328,7 +330,7 @@ def generate_batch(model: PreTrainedModel, rows: list[_Row], params: SamplingPar
         input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
         attention[i, width - len(row.prompt_ids) :] = 1
     # Positions count real tokens only, so a padded row sees the same positions as it would alone.
-    positions = torch.arange(width).expand(len(rows), -1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
     input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
     next_position = positions[:, -1] + 1
 
@@ -348,15 +350,14 @@ def generate_batch(model: PreTrainedModel, rows: list[_Row], params: SamplingPar
             **extra,
         )
         cache = out.past_key_values
-        live = [i for i, r in enumerate(slots) if r is not None]
-        logits = out.logits[live, -1, :].float()
-        generators = [rows[slots[i]].generator for i in live]  # type: ignore[index]
-        chosen = next_tokens(logits, params, generators).tolist()  # type: ignore[arg-type]
+        live = [(slot, rows[r]) for slot, r in enumerate(slots) if r is not None]
+        logits = out.logits[[slot for slot, _ in live], -1, :].float()
+        chosen = next_tokens(logits, params, [row.generator for _, row in live]).tolist()
 
         tokens = torch.full((len(slots),), pad_id, dtype=torch.long)
-        for slot, token in zip(live, chosen):
+        for (slot, row), token in zip(live, chosen):
             tokens[slot] = token
-            if finisher.update(rows[slots[slot]], token):  # type: ignore[index]
+            if finisher.update(row, token):
                 slots[slot] = None
         keep = [i for i, r in enumerate(slots) if r is not None]
         if not keep:
@@ -406,7 +407,7 @@ def iter_generate(
         rows = [
             _Row(p, s, prompt_ids[p], None if greedy else row_generator(params.seed, p, s)) for p, s in batch
         ]
-        generate_batch(model, rows, params, finisher)
+        _run_batch(model, rows, params, finisher)
         yield [r.completion() for r in rows if (r.prompt_index, r.sample_index) not in skip_set]
 
 

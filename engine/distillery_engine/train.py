@@ -30,10 +30,10 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,8 +57,6 @@ from .models import (
 
 # ----------------------------------------------------------------------------------------------------------
 # The job spec
-
-T = TypeVar("T")
 
 DEFAULTS: dict[str, Any] = {
     "type": "train",
@@ -131,23 +129,16 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def _int(spec: dict[str, Any], key: str, minimum: int) -> int:
-    v = spec[key]
+def _int(v: Any, name: str, minimum: int) -> int:
     if not _is_int(v) or v < minimum:
-        raise ValueError(f"train spec: {key} must be an integer >= {minimum}, got {v!r}")
+        raise ValueError(f"train spec: {name} must be an integer >= {minimum}, got {v!r}")
     return v
 
 
-def _float(spec: dict[str, Any], key: str, minimum: float, strictly: bool = False) -> float:
-    v = spec[key]
+def _float(v: Any, name: str, minimum: float, strictly: bool = False) -> float:
     if not _is_number(v) or v < minimum or (strictly and v == minimum):
-        raise ValueError(f"train spec: {key} must be a number {'>' if strictly else '>='} {minimum:g}, got {v!r}")
+        raise ValueError(f"train spec: {name} must be a number {'>' if strictly else '>='} {minimum:g}, got {v!r}")
     return float(v)
-
-
-def _optional(value: Any, check: Callable[[], T]) -> T | None:
-    """null stays None (the option is off); anything else must pass `check`."""
-    return None if value is None else check()
 
 
 def _validate_lora(lora: Any) -> LoraSpec | None:
@@ -160,16 +151,12 @@ def _validate_lora(lora: Any) -> LoraSpec | None:
         raise ValueError(f"train spec: unknown lora keys {unknown}; known: {sorted(LORA_DEFAULTS)}")
     merged = {**LORA_DEFAULTS, **lora}
     r, alpha, dropout, targets = merged["r"], merged["alpha"], merged["dropout"], merged["target_modules"]
-    if not _is_int(r) or r < 1:
-        raise ValueError(f"train spec: lora.r must be an integer >= 1, got {r!r}")
-    if not _is_number(alpha) or alpha <= 0:
-        raise ValueError(f"train spec: lora.alpha must be a number > 0, got {alpha!r}")
     if not _is_number(dropout) or not 0 <= dropout < 1:
         raise ValueError(f"train spec: lora.dropout must be in [0, 1), got {dropout!r}")
     valid_list = isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)
     if targets != "all-linear" and not valid_list:
         raise ValueError(f"train spec: lora.target_modules must be a non-empty list of names or 'all-linear', got {targets!r}")
-    return LoraSpec(r, float(alpha), float(dropout), targets)
+    return LoraSpec(_int(r, "lora.r", 1), _float(alpha, "lora.alpha", 0.0, strictly=True), float(dropout), targets)
 
 
 def _validate_init(init: Any) -> dict[str, Any]:
@@ -217,12 +204,12 @@ def validate_spec(spec: dict[str, Any]) -> TrainSpec:
     if not isinstance(s["chat_template"], bool):
         raise ValueError(f"train spec: chat_template must be true or false, got {s['chat_template']!r}")
 
-    max_steps = _optional(s["max_steps"], lambda: _int(s, "max_steps", 1))
-    epochs = _optional(s["epochs"], lambda: _int(s, "epochs", 1))
+    max_steps = None if s["max_steps"] is None else _int(s["max_steps"], "max_steps", 1)
+    epochs = None if s["epochs"] is None else _int(s["epochs"], "epochs", 1)
     if (max_steps is None) == (epochs is None):
         raise ValueError("train spec: give exactly one of 'max_steps' and 'epochs'")
-    lr = _float(s, "lr", 0.0, strictly=True)
-    min_lr = _float(s, "min_lr", 0.0)
+    lr = _float(s["lr"], "lr", 0.0, strictly=True)
+    min_lr = _float(s["min_lr"], "min_lr", 0.0)
     if min_lr > lr:
         raise ValueError(f"train spec: min_lr ({min_lr}) must not exceed lr ({lr})")
     betas = s["betas"]
@@ -239,20 +226,20 @@ def validate_spec(spec: dict[str, Any]) -> TrainSpec:
         init=init,
         loss_on=s["loss_on"],
         chat_template=s["chat_template"],
-        max_seq_len=_int(s, "max_seq_len", 2),
+        max_seq_len=_int(s["max_seq_len"], "max_seq_len", 2),
         lora=_validate_lora(s["lora"]),
         lr=lr,
         min_lr=min_lr,
-        warmup_steps=_int(s, "warmup_steps", 0),
+        warmup_steps=_int(s["warmup_steps"], "warmup_steps", 0),
         max_steps=max_steps,
         epochs=epochs,
-        batch_size=_int(s, "batch_size", 1),
-        grad_accum=_int(s, "grad_accum", 1),
-        max_grad_norm=_optional(s["max_grad_norm"], lambda: _float(s, "max_grad_norm", 0.0, strictly=True)),
-        weight_decay=_float(s, "weight_decay", 0.0),
+        batch_size=_int(s["batch_size"], "batch_size", 1),
+        grad_accum=_int(s["grad_accum"], "grad_accum", 1),
+        max_grad_norm=None if s["max_grad_norm"] is None else _float(s["max_grad_norm"], "max_grad_norm", 0.0, strictly=True),
+        weight_decay=_float(s["weight_decay"], "weight_decay", 0.0),
         betas=(float(betas[0]), float(betas[1])),
-        seed=_int(s, "seed", 0),
-        checkpoint_every=_optional(s["checkpoint_every"], lambda: _int(s, "checkpoint_every", 1)),
+        seed=_int(s["seed"], "seed", 0),
+        checkpoint_every=None if s["checkpoint_every"] is None else _int(s["checkpoint_every"], "checkpoint_every", 1),
         device=s["device"],
         dtype=s["dtype"],
     )
@@ -301,6 +288,19 @@ def data_position(step: int, n_examples: int, batch_size: int, grad_accum: int) 
 # Model, optimizer, loss
 
 
+def config_for_tokenizer(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """An `init` config completed from its tokenizer: vocab_size (if absent) and the special token ids."""
+    config = dict(config)
+    vocab = len(tokenizer)
+    if config.setdefault("vocab_size", vocab) < vocab:
+        raise ValueError(f"train spec: init.config.vocab_size {config['vocab_size']} < tokenizer size {vocab}")
+    # The generation config inherits these, so sampling stops at the tokenizer's EOS.
+    config.setdefault("bos_token_id", tokenizer.bos_token_id)
+    config.setdefault("eos_token_id", tokenizer.eos_token_id)
+    config.setdefault("pad_token_id", tokenizer.pad_token_id)
+    return config
+
+
 def _build_model(
     spec: TrainSpec, placement: Placement, tmp_dir: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -309,14 +309,7 @@ def _build_model(
     assert spec.init is not None
     build_char_tokenizer(spec.init["tokenizer"]["alphabet"], tmp_dir)
     tokenizer = load_tokenizer(tmp_dir)
-    config = dict(spec.init["config"])
-    vocab = len(tokenizer)
-    if config.setdefault("vocab_size", vocab) < vocab:
-        raise ValueError(f"train spec: init.config.vocab_size {config['vocab_size']} < tokenizer size {vocab}")
-    # The generation config inherits these, so sampling stops at the tokenizer's EOS.
-    config.setdefault("bos_token_id", tokenizer.bos_token_id)
-    config.setdefault("eos_token_id", tokenizer.eos_token_id)
-    config.setdefault("pad_token_id", tokenizer.pad_token_id)
+    config = config_for_tokenizer(spec.init["config"], tokenizer)
     model = build_model_from_config(config, seed=spec.seed).to(placement.device)
     model.train()
     return model, tokenizer

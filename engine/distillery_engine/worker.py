@@ -220,10 +220,27 @@ def serve(stdin: TextIO, out: TextIO) -> int:
         send({"id": request_id, "result": result})
 
 
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the parent (the Distillery CLI) dies, even by SIGKILL: a worker left
+    running would keep writing checkpoints into a run that a new attempt is resuming."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> int:
     out = claim_stdout()
     # SIGTERM unwinds like Ctrl-C, so a job running inside the worker flushes its partial output.
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    die_with_parent()
     try:
         return serve(sys.stdin, out)
     except KeyboardInterrupt:

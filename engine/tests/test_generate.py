@@ -84,6 +84,19 @@ def test_stories_score_of_greedy_tokens_is_the_max_logprob(stories):
     assert s.token_logprobs == pytest.approx(best, abs=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stories_on_cuda(stories_dir):
+    from distillery_engine.models import choose_placement, load_model
+
+    model, tokenizer = load_model(stories_dir, placement=choose_placement("cuda", "float32"))
+    batched = generate(model, tokenizer, STORIES_PROMPTS, greedy(max_tokens=STORIES_GOLDEN_TOKENS, batch_size=4))
+    assert batched[1].text == STORIES_GOLDEN
+    model, tokenizer = load_model(stories_dir, placement=choose_placement("cuda", "bfloat16"))
+    params = SamplingParams(n=2, seed=1, max_tokens=32, batch_size=3)
+    first = generate(model, tokenizer, STORIES_PROMPTS, params)
+    assert texts(first) == texts(generate(model, tokenizer, STORIES_PROMPTS, params))
+
+
 # ------------------------------------------------------------------------------------------ greedy vs forward
 
 

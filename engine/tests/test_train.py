@@ -144,6 +144,12 @@ def test_completion_only_labels_mask_the_prompt(tmp_path: Path) -> None:
     everything = tokenize_example(tok, Example("1+2=", "3;", 1), "all")
     assert everything is not None and everything.labels == everything.input_ids
 
+    # chat_template wraps the prompt as a user turn with the assistant turn opened; the template's own BOS is
+    # the only one (no second BOS from the tokenizer).
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+    chat = tokenize_example(tok, Example("1+2", "3;", 1), "completion", chat_template=True)
+    assert chat is not None and chat.input_ids == short.input_ids and chat.labels == short.labels
+
     # Truncation keeps the prompt start; an example whose completion is cut off entirely is dropped.
     cut = tokenize_example(tok, Example("1+2=", "3;", 1), "completion", max_seq_len=6)
     assert cut is not None and cut.input_ids == short.input_ids[:6] and cut.labels[-1] == ids["3"]

@@ -76,6 +76,14 @@ class WorkerProcess:
     def wait(self) -> int:
         return self.proc.wait(timeout=TIMEOUT)
 
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=TIMEOUT)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
 
 def test_worker_round_trip(tiny_model_dir: Path, tiny, tmp_path: Path):
     worker = WorkerProcess()
@@ -138,8 +146,7 @@ def test_worker_round_trip(tiny_model_dir: Path, tiny, tmp_path: Path):
         assert response["result"] == {"ok": True}
         assert worker.wait() == 0
     finally:
-        if worker.proc.poll() is None:
-            worker.proc.kill()
+        worker.close()
     # Everything the worker wrote to stdout was a protocol line with an id.
     assert all("id" in json.loads(line) for line in worker.lines)
 
@@ -148,7 +155,10 @@ def test_worker_exits_on_eof():
     worker = WorkerProcess()
     assert worker.proc.stdin is not None
     worker.proc.stdin.close()
-    assert worker.wait() == 0
+    try:
+        assert worker.wait() == 0
+    finally:
+        worker.close()
 
 
 def test_stray_prints_do_not_reach_protocol_stdout():

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,8 +10,20 @@ export function distilleryHome(): string {
     : join(homedir(), '.distillery');
 }
 
-/** The package root (the folder holding package.json), found from this compiled file's location. */
+let root: string | undefined;
+
+/**
+ * The package root (the folder holding package.json and engine/), found by walking up from this file, so it
+ * is the same whether the code runs compiled from dist/ or from source under tsx.
+ */
 export function packageRoot(): string {
-  // dist/src/core/paths.js -> up three levels
-  return dirname(dirname(dirname(dirname(fileURLToPath(import.meta.url)))));
+  if (root) return root;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!(existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'engine')))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`cannot find the Distillery package root above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+  root = dir;
+  return root;
 }

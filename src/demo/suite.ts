@@ -154,16 +154,78 @@ export function evaluateSteps(steps: readonly Step[], x: number): number {
   return v;
 }
 
-/** A random valid body: each op as one of its statement forms; the last op optionally inline in the return. */
-export function solutionFor(steps: readonly Step[], rng: Rng): string {
+/** Expression of `op` applied to the expression `e` (nested form). Compound operands get parentheses. */
+function nestExpr(op: OpKind, k: number, e: string): string {
+  const atom = /^[a-z_]+$/.test(e) || /^[a-z]+\(.*\)$/.test(e) && balancedCall(e);
+  const o = atom ? e : `(${e})`;
+  switch (op.name) {
+    case 'add': return `${o}+${k}`;
+    case 'sub': return `${o}-${k}`;
+    case 'times': return `${o}*${k}`;
+    case 'mod': return `${o}%${k}`;
+    case 'div': return `${o}//${k}`;
+    case 'atleast': return `max(${e},${k})`;
+    case 'atmost': return `min(${e},${k})`;
+    case 'negate': return `-${o}`;
+    case 'square': return `${o}**2`;
+    case 'abs': return `abs(${e})`;
+    default: throw new Error(`unknown op ${op.name}`);
+  }
+}
+
+/** True when `e` is a single call `name(...)` whose parentheses close only at the end. */
+function balancedCall(e: string): boolean {
+  let depth = 0;
+  for (let i = e.indexOf('('); i < e.length; i++) {
+    if (e[i] === '(') depth++;
+    else if (e[i] === ')') {
+      depth--;
+      if (depth === 0 && i !== e.length - 1) return false;
+    }
+  }
+  return depth === 0;
+}
+
+/** The one-line form: `return <nested expression>`. */
+export function nestedSolution(steps: readonly Step[]): string {
+  let e = 'x';
+  for (const s of steps) e = nestExpr(opAt(s.op), s.k, e);
+  return `    return ${e}\n`;
+}
+
+/** Statement form on variable `v` (x: update x in place; y: copy into y first). */
+function statementSolution(steps: readonly Step[], v: 'x' | 'y', rng: Rng): string {
   const lines: string[] = [];
   const inlineLast = rng.next() < 0.5;
   const body = inlineLast ? steps.slice(0, -1) : steps;
-  for (const s of body) lines.push(`    ${rng.pick(opAt(s.op).stmts(s.k))}\n`);
+  let cur = 'x';
+  for (const s of body) {
+    const op = opAt(s.op);
+    if (cur === v) lines.push(`    ${rng.pick(op.stmts(s.k)).replace(/\bx\b/g, v)}\n`);
+    else lines.push(`    ${v} = ${rng.pick(op.exprs(s.k))}\n`); // first line of the y form: y = <op on x>
+    cur = v;
+  }
   const last = steps[steps.length - 1];
-  if (inlineLast && last !== undefined) lines.push(`    return ${rng.pick(opAt(last.op).exprs(last.k))}\n`);
-  else lines.push('    return x\n');
+  if (inlineLast && last !== undefined) lines.push(`    return ${rng.pick(opAt(last.op).exprs(last.k)).replace(/\bx\b/g, cur)}\n`);
+  else lines.push(`    return ${cur}\n`);
   return lines.join('');
+}
+
+/**
+ * Shares of the three solution families in the corpus. The one-line nested form is the single most common
+ * family (a plurality), but the two statement families together are the majority. The nested form is also the
+ * hardest for a small model (brackets must be opened before the operations they close over are written), so
+ * the base's most likely first token leads into its least reliable branch: a "fork" where greedy decoding
+ * always takes the plurality branch while sampling keeps the majority of mass on the reliable ones.
+ */
+export const FORM_SHARES = { nested: 0.4, statementsX: 0.3, statementsY: 0.3 } as const;
+
+/** A random valid body drawn from the three families (see FORM_SHARES). */
+export function solutionFor(steps: readonly Step[], rng: Rng): string {
+  const r = rng.next();
+  if (r < FORM_SHARES.nested) return nestedSolution(steps);
+  if (r < FORM_SHARES.nested + FORM_SHARES.statementsX) return statementSolution(steps, 'x', rng);
+  return statementSolution(steps, 'y', rng);
 }
 
 /** The first form of everything: a deterministic correct body. */
