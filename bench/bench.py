@@ -27,6 +27,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -72,18 +73,57 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+def process_peak_rss() -> int:
+    """The process's peak RSS so far, in bytes (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def peak_memory(device: torch.device) -> dict[str, Any]:
-    """CUDA: max allocated since the last reset (the timed part). CPU: the process's peak RSS so far."""
-    if device.type == "cuda":
-        return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)), "peak_memory_kind": "cuda_max_allocated"}
-    # Linux reports ru_maxrss in KiB.
-    return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_memory_kind": "rss_peak"}
+class PeakMemory:
+    """Peak memory over a `with` block. CUDA: torch.cuda.max_memory_allocated (reset on entry). CPU: the
+    highest RSS seen by a thread polling the process every 5 ms (ru_maxrss cannot be reset, and several
+    implementations share a process when sampling)."""
+
+    INTERVAL_S = 0.005
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def kind(device: torch.device) -> str:
+        return "cuda_max_allocated" if device.type == "cuda" else "rss_peak"
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            import psutil
+
+            proc = psutil.Process()
+            self.peak = proc.memory_info().rss
+
+            def poll() -> None:
+                while not self._stop.wait(self.INTERVAL_S):
+                    self.peak = max(self.peak, proc.memory_info().rss)
+
+            self._thread = threading.Thread(target=poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = int(torch.cuda.max_memory_allocated(self.device))
+        else:
+            self._stop.set()
+            assert self._thread is not None
+            self._thread.join()
+            import psutil
+
+            self.peak = max(self.peak, psutil.Process().memory_info().rss)
 
 
 def cpu_model() -> str:
@@ -217,81 +257,85 @@ def disable_eos(model, tokenizer) -> None:
     tokenizer.eos_token = None
 
 
-def timed_repeats(fn: Callable[[int], int], device: torch.device, warmup: int, repeats: int) -> dict[str, Any]:
-    """Run fn(seed) warmup + repeats times; fn returns the tokens it generated. Median tokens/s of the repeats."""
-    for i in range(warmup):
-        fn(10_000 + i)
-    reset_peak(device)
-    seconds, tokens = [], []
-    for i in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        n = fn(i)
-        sync(device)
-        seconds.append(time.perf_counter() - start)
-        tokens.append(n)
-    rates = [t / s for t, s in zip(tokens, seconds)]
-    return {
-        "tokens_per_s": statistics.median(rates),
-        "tokens_per_s_all": rates,
-        "seconds_all": seconds,
-        "tokens_per_repeat": tokens[0],
-        "warmup": warmup,
-        "repeats": repeats,
-    }
+def make_sampler(impl: str, model, tokenizer, prompts: list[str], max_tokens: int, device: torch.device) -> Callable[[int], int]:
+    """A function seed -> tokens generated, doing the whole request: encode, sample, decode."""
+    from distillery_engine.generate import SamplingParams, generate
+
+    if impl in ("engine", "engine-stop"):
+        params = SamplingParams(
+            n=1, temperature=1.0, max_tokens=max_tokens, batch_size=len(prompts),
+            stop=(NEVER_STOP,) if impl == "engine-stop" else (),
+        )
+
+        def run_engine(seed: int) -> int:
+            completions = generate(model, tokenizer, prompts, replace(params, seed=seed))
+            return sum(len(c.token_ids) for c in completions)
+
+        return run_engine
+    if impl == "hf":
+        pad_id = tokenizer.pad_token_id
+
+        @torch.inference_mode()
+        def run_hf(seed: int) -> int:
+            torch.manual_seed(seed)
+            tokenizer.padding_side = "left"
+            enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+            out = model.generate(
+                **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens, pad_token_id=pad_id, eos_token_id=None,
+            )
+            new = out[:, enc["input_ids"].shape[1]:]
+            tokenizer.batch_decode(new.tolist(), skip_special_tokens=True)
+            return int(new.numel())
+
+        return run_hf
+    raise SystemExit(f"unknown sampling impl {impl!r}; expected engine, engine-stop or hf")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from distillery_engine.generate import SamplingParams, generate
-
+    """Each implementation in --impl, interleaved: warm-up rounds, then `repeats` rounds of one call each, so
+    a slow patch of machine time (other load) hits every implementation alike. One result line per impl."""
     work = Path(args.work)
     placement = placement_of(args)
+    device = placement.device
     model, tokenizer = load_model(work / "model", placement=placement)
     model.eval()
     disable_eos(model, tokenizer)
     prompts = [r["prompt"] for r in read_jsonl(work / "prompts.jsonl")][: args.batch]
     if len(prompts) < args.batch:
         raise SystemExit(f"prompts.jsonl has {len(prompts)} prompts; batch {args.batch} needs more")
-
-    if args.impl in ("engine", "engine-stop"):
-        params = SamplingParams(
-            n=1, temperature=1.0, max_tokens=args.max_tokens, batch_size=args.batch,
-            stop=(NEVER_STOP,) if args.impl == "engine-stop" else (),
-        )
-
-        def run(seed: int) -> int:
-            completions = generate(model, tokenizer, prompts, replace(params, seed=seed))
-            return sum(len(c.token_ids) for c in completions)
-
-    elif args.impl == "hf":
-        pad_id = tokenizer.pad_token_id
-        tokenizer.padding_side = "left"
-
-        @torch.inference_mode()
-        def run(seed: int) -> int:
-            # The same work as the engine's generate(): encode, sample, decode the completions.
-            torch.manual_seed(seed)
-            enc = tokenizer(prompts, return_tensors="pt", padding=True).to(placement.device)
-            out = model.generate(
-                **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=args.max_tokens,
-                min_new_tokens=args.max_tokens, pad_token_id=pad_id, eos_token_id=None,
-            )
-            new = out[:, enc["input_ids"].shape[1]:]
-            tokenizer.batch_decode(new.tolist(), skip_special_tokens=True)
-            return int(new.numel())
-
-    else:
-        raise SystemExit(f"unknown sampling impl {args.impl!r}")
-
-    result = timed_repeats(run, placement.device, args.warmup, args.repeats)
+    impls = args.impl.split(",")
+    samplers = {impl: make_sampler(impl, model, tokenizer, prompts, args.max_tokens, device) for impl in impls}
     expected = args.batch * args.max_tokens
-    if result["tokens_per_repeat"] != expected:
-        raise SystemExit(f"{args.impl}: generated {result['tokens_per_repeat']} tokens, expected {expected}")
-    emit({
-        "kind": "sample", "impl": args.impl, "batch": args.batch, "max_tokens": args.max_tokens,
-        "prompt_len": len(tokenizer(prompts[0])["input_ids"]), "dtype": str(next(model.parameters()).dtype),
-        **result, **peak_memory(placement.device), **environment(placement.device),
-    })
+
+    for w in range(args.warmup):
+        for impl in impls:
+            samplers[impl](10_000 + w)
+    seconds: dict[str, list[float]] = {impl: [] for impl in impls}
+    peaks: dict[str, int] = {impl: 0 for impl in impls}
+    load = [os.getloadavg()[0]]
+    for r in range(args.repeats):
+        for impl in impls:
+            with PeakMemory(device) as mem:
+                start = time.perf_counter()
+                n = samplers[impl](r)
+                sync(device)
+                seconds[impl].append(time.perf_counter() - start)
+            peaks[impl] = max(peaks[impl], mem.peak)
+            if n != expected:
+                raise SystemExit(f"{impl}: generated {n} tokens, expected {expected}")
+    load.append(os.getloadavg()[0])
+    env = environment(device)
+    for impl in impls:
+        rates = [expected / s for s in seconds[impl]]
+        emit({
+            "kind": "sample", "impl": impl, "batch": args.batch, "max_tokens": args.max_tokens,
+            "prompt_len": len(tokenizer(prompts[0])["input_ids"]), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "tokens_per_s": statistics.median(rates), "tokens_per_s_all": rates, "seconds_all": seconds[impl],
+            "tokens_per_repeat": expected, "warmup": args.warmup, "repeats": args.repeats,
+            "peak_memory_bytes": peaks[impl], "peak_memory_kind": PeakMemory.kind(device),
+            "process_peak_rss_bytes": process_peak_rss(), "loadavg_1m": load, **env,
+        })
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -316,6 +360,37 @@ def step_stats(times: list[float], warmup_steps: int, tokens_per_step: int) -> d
     }
 
 
+class StepClock:
+    """Called at the end of every optimizer step (after optimizer.step(), device synchronised). Records the
+    time and loss; starts the memory window when the warm-up steps are over."""
+
+    def __init__(self, device: torch.device, warmup_steps: int, total_steps: int) -> None:
+        self.device = device
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self._open = False
+        self.times: list[float] = []
+        self.losses: list[float] = []
+        self.memory = PeakMemory(device)
+        self.load: list[float] = []
+
+    def step_end(self) -> None:
+        sync(self.device)
+        self.times.append(time.perf_counter())
+        if len(self.times) == self.warmup_steps:
+            self.load.append(os.getloadavg()[0])
+            self.memory.__enter__()
+            self._open = True
+        if len(self.times) == self.total_steps:
+            self.finish()  # the memory window ends with the last step, before any final saving
+
+    def finish(self) -> None:
+        if self._open:
+            self._open = False
+            self.memory.__exit__(None, None, None)
+            self.load.append(os.getloadavg()[0])
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     work = Path(args.work)
     meta = json.loads((work / "meta.json").read_text())
@@ -323,12 +398,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     device = placement.device
     seq_len = meta["seq_len"]
     tokens_per_step = args.batch * seq_len  # every example is exactly seq_len tokens (checked in prepare)
+    if args.warmup_steps < 1 or args.steps < 1:
+        raise SystemExit("--warmup-steps and --steps must be >= 1 (the first step has no start time of its own)")
     total_steps = args.warmup_steps + args.steps
-    n_examples = sum(1 for _ in read_jsonl(work / "train.jsonl"))
+    n_examples = len(read_jsonl(work / "train.jsonl"))
     if n_examples < total_steps * args.batch:
         raise SystemExit(f"train.jsonl has {n_examples} examples; {total_steps} steps of {args.batch} need more")
-    times: list[float] = []
-    losses: list[float] = []
+    clock = StepClock(device, args.warmup_steps, total_steps)
     out_dir = Path(tempfile.mkdtemp(prefix=f"train-{args.impl}-", dir=work))
     extra: dict[str, Any] = {}
 
@@ -343,33 +419,32 @@ def cmd_train(args: argparse.Namespace) -> None:
         }
 
         def sink(event: dict[str, Any]) -> None:
-            if event["type"] == "progress":
-                sync(device)
-                times.append(time.perf_counter())
-                losses.append(event["loss"])
-                if len(times) == args.warmup_steps:
-                    reset_peak(device)
+            if event["type"] == "progress":  # emitted right after optimizer.step() / scheduler.step()
+                clock.step_end()
+                clock.losses.append(event["loss"])
 
-        reset_peak(device)
         run_job(spec, sink)
     elif args.impl in ("trl", "trl-nll"):
-        extra = train_trl(args, work, out_dir, seq_len, total_steps, times, losses, placement)
+        extra = train_trl(args, work, out_dir, meta, total_steps, clock, placement)
     else:
-        raise SystemExit(f"unknown training impl {args.impl!r}")
+        raise SystemExit(f"unknown training impl {args.impl!r}; expected engine, trl or trl-nll")
+    clock.finish()
 
-    if len(times) != total_steps:
-        raise SystemExit(f"{args.impl}: saw {len(times)} step ends, expected {total_steps}")
+    if len(clock.times) != total_steps:
+        raise SystemExit(f"{args.impl}: saw {len(clock.times)} step ends, expected {total_steps}")
     emit({
         "kind": "train", "impl": args.impl, "batch": args.batch, "seq_len": seq_len, "lr": args.lr,
         "autocast": str(placement.autocast_dtype).removeprefix("torch.") if placement.autocast_dtype else None,
-        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-        **step_stats(times, args.warmup_steps, tokens_per_step), **extra,
-        **peak_memory(device), **environment(device),
+        "loss_first": clock.losses[0] if clock.losses else None,
+        "loss_last": clock.losses[-1] if clock.losses else None,
+        **step_stats(clock.times, args.warmup_steps, tokens_per_step), **extra,
+        "peak_memory_bytes": clock.memory.peak, "peak_memory_kind": PeakMemory.kind(device),
+        "process_peak_rss_bytes": process_peak_rss(), "loadavg_1m": clock.load, **environment(device),
     })
 
 
-def train_trl(args, work: Path, out_dir: Path, seq_len: int, total_steps: int, times: list[float],
-              losses: list[float], placement) -> dict[str, Any]:
+def train_trl(args: argparse.Namespace, work: Path, out_dir: Path, meta: dict[str, Any], total_steps: int,
+              clock: StepClock, placement) -> dict[str, Any]:
     """The same SFT workload through TRL's SFTTrainer: same initial weights (the same model folder), data,
     batch, sequence length, steps, lr and schedule (cosine to 0, no warmup), AdamW (torch), grad clipping 1.0,
     completion-only loss, and the same precision (fp32 on CPU; fp32 master weights + bf16 autocast on CUDA).
@@ -386,7 +461,7 @@ def train_trl(args, work: Path, out_dir: Path, seq_len: int, total_steps: int, t
     from trl import SFTConfig, SFTTrainer
 
     datasets.disable_progress_bars()
-    device = placement.device
+    seq_len = meta["seq_len"]
     model = AutoModelForCausalLM.from_pretrained(str(work / "model"), dtype=torch.float32)
     model.config.use_cache = False  # the engine's forward passes use_cache=False too
     tokenizer = load_tokenizer(work / "model")
@@ -410,7 +485,7 @@ def train_trl(args, work: Path, out_dir: Path, seq_len: int, total_steps: int, t
         optim="adamw_torch",
         bf16=bf16,
         fp16=False,
-        use_cpu=device.type == "cpu",
+        use_cpu=placement.device.type == "cpu",
         gradient_checkpointing=False,
         max_length=seq_len,
         packing=False,
@@ -427,14 +502,11 @@ def train_trl(args, work: Path, out_dir: Path, seq_len: int, total_steps: int, t
 
     class StepTimer(TrainerCallback):
         def on_step_end(self, _args, state, control, **kwargs):  # after optimizer.step() and zero_grad()
-            sync(device)
-            times.append(time.perf_counter())
-            if len(times) == args.warmup_steps:
-                reset_peak(device)
+            clock.step_end()
 
         def on_log(self, _args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
+            if logs and "loss" in logs:  # logging_steps=1: one per step
+                clock.losses.append(float(logs["loss"]))
 
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[StepTimer()])
     # The same token layout as the engine: BOS + prompt, completion + EOS, exactly seq_len tokens, loss on the
@@ -442,9 +514,8 @@ def train_trl(args, work: Path, out_dir: Path, seq_len: int, total_steps: int, t
     first = trainer.train_dataset[0]
     if len(first["input_ids"]) != seq_len:
         raise SystemExit(f"TRL tokenized an example to {len(first['input_ids'])} tokens, expected {seq_len}")
-    if "completion_mask" in first and sum(first["completion_mask"]) != seq_len - json.loads((work / "meta.json").read_text())["prompt_len"]:
+    if "completion_mask" in first and sum(first["completion_mask"]) != seq_len - meta["prompt_len"]:
         raise SystemExit("TRL's completion mask does not cover the completion + EOS exactly")
-    reset_peak(device)
     trainer.train()
     return {"trl": trl.__version__, "datasets": datasets.__version__, "trl_loss_type": config.loss_type,
             "trl_optim": str(config.optim), "transformers_trainer": transformers.__version__}
@@ -474,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
 
     s = sub.add_parser("sample")
     s.add_argument("--work", required=True)
-    s.add_argument("--impl", required=True, choices=["engine", "engine-stop", "hf"])
+    s.add_argument("--impl", required=True, help="comma-separated, run interleaved: engine, engine-stop, hf")
     s.add_argument("--batch", type=int, required=True)
     s.add_argument("--max-tokens", type=int, default=64)
     s.add_argument("--warmup", type=int, default=1)

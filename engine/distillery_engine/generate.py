@@ -137,6 +137,45 @@ def encode_prompts(
     return [list(ids) for ids in encoded]
 
 
+
+_ANCHOR = "\n"
+
+
+def _adds_prefix_space(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """SentencePiece-style tokenizers prepend '▁' to the start of every encoded string, so encoding a
+    completion on its own yields a spurious leading space token that generation never produces after a prompt.
+    Detect it by comparing a probe encoded alone with the same probe encoded after an anchor."""
+    cached = getattr(tokenizer, "_distillery_prefix_space", None)
+    if cached is not None:
+        return bool(cached)
+    probe = "a"
+    alone = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    anchor = tokenizer(_ANCHOR, add_special_tokens=False)["input_ids"]
+    after = tokenizer(_ANCHOR + probe, add_special_tokens=False)["input_ids"]
+    result = after[: len(anchor)] == anchor and after[len(anchor):] != alone
+    try:
+        tokenizer._distillery_prefix_space = result  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    return result
+
+
+def encode_continuation(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Ids of `text` as a continuation of earlier text (no special tokens, no spurious prefix space).
+
+    Byte-level BPE tokenizers (Qwen, Llama 3, the char tokenizer) encode it directly. For tokenizers that
+    prepend a word-boundary marker, `text` is encoded after a newline anchor and the anchor's ids removed.
+    """
+    if not text:
+        return []
+    if _adds_prefix_space(tokenizer):
+        anchor = tokenizer(_ANCHOR, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(_ANCHOR + text, add_special_tokens=False)["input_ids"]
+        if ids[: len(anchor)] == anchor:
+            return list(ids[len(anchor):])
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Every id that ends a completion: generation_config, config and tokenizer may each name some."""
     found: set[int] = set()

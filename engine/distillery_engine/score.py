@@ -3,10 +3,10 @@
 Tokenization choice: the prompt and the continuation are tokenized separately and their ids concatenated.
 The prompt is encoded exactly as `generate` encodes it (BOS or chat template), and the continuation without
 special tokens. So the boundary between them is where the model began generating, and a continuation's
-log-prob never depends on how its first characters would merge with the prompt's last ones. The price:
-tokenizing text alone is not always how it was sampled. SentencePiece-style tokenizers that prepend "▁"
-(e.g. Llama 2, stories260k) give ", there" a leading "▁" token of its own. Pass the sampled token ids
-instead of the text when they are known.
+log-prob never depends on how its first characters would merge with the prompt's last ones. Continuation
+text is encoded as the train job encodes completions (`generate.encode_continuation`: no spurious leading "▁"
+from SentencePiece-style tokenizers). Text is not always tokenized the way it was sampled, so pass the sampled
+token ids instead of the text when they are known.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .generate import accepts_logits_to_keep, encode_prompts
+from .generate import accepts_logits_to_keep, encode_continuation, encode_prompts
 
 # A continuation is text, or token ids already known (e.g. the ids a sampler produced).
 Continuation = str | Sequence[int]
@@ -34,9 +34,10 @@ class Score:
         return asdict(self)
 
 
-def encode_continuation(tokenizer: PreTrainedTokenizerBase, continuation: Continuation) -> list[int]:
+def continuation_ids(tokenizer: PreTrainedTokenizerBase, continuation: Continuation) -> list[int]:
+    """Text is encoded as the training data encode completions (no spurious prefix space); ids pass through."""
     if isinstance(continuation, str):
-        return list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+        return encode_continuation(tokenizer, continuation)
     ids = list(continuation)
     if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i for i in ids):
         raise ValueError("continuation token ids must be non-negative integers")
@@ -55,7 +56,7 @@ def score(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prompt_ids = encode_prompts(tokenizer, [p for p, _ in items], chat_template)
-    cont_ids = [encode_continuation(tokenizer, c) for _, c in items]
+    cont_ids = [continuation_ids(tokenizer, c) for _, c in items]
     head = model.get_output_embeddings()
     vocab = head.weight.shape[0] if head is not None else model.config.vocab_size
     for index, ids in enumerate(cont_ids):

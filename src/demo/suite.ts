@@ -212,16 +212,19 @@ function statementSolution(steps: readonly Step[], v: 'x' | 'y', rng: Rng): stri
 }
 
 /**
- * Shares of the three solution families in the corpus. The one-line nested form is the single most common
- * family (a plurality), but the two statement families together are the majority. The nested form is also the
- * hardest for a small model (brackets must be opened before the operations they close over are written), so
- * the base's most likely first token leads into its least reliable branch: a "fork" where greedy decoding
- * always takes the plurality branch while sampling keeps the majority of mass on the reliable ones.
+ * Shares of the three solution families in the corpus. Only the statement family on `x` is on: each op one of its
+ * statement forms, the last op optionally inline in the `return` (those choices are the forks).
+ *
+ * The other two families were tried as a designed fork where the plurality family (one-line nested expression,
+ * hard for a small model) is not the majority (statement families): greedy would always take the hard branch.
+ * With all three on (0.4 / 0.3 / 0.3) the 310k base had not learned the task at all after 600 steps (held-out
+ * greedy pass@1 5.6 %), so it does not fit the 3-minute budget; see docs/demo-design.md.
  */
-export const FORM_SHARES = { nested: 0.4, statementsX: 0.3, statementsY: 0.3 } as const;
+export const FORM_SHARES = { nested: 0, statementsX: 1, statementsY: 0 } as const;
 
 /** A random valid body drawn from the three families (see FORM_SHARES). */
 export function solutionFor(steps: readonly Step[], rng: Rng): string {
+  if (FORM_SHARES.statementsX === 1) return statementSolution(steps, 'x', rng);
   const r = rng.next();
   if (r < FORM_SHARES.nested) return nestedSolution(steps);
   if (r < FORM_SHARES.nested + FORM_SHARES.statementsX) return statementSolution(steps, 'x', rng);
