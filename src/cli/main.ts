@@ -1,9 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { isUserError } from '../core/errors.js';
 import { registerVaultCommands } from './vault-commands.js';
+import { registerDemoCommand } from './demo-command.js';
 import { registerSsdCommand } from './ssd-command.js';
 import { registerEvalCommand } from './eval-command.js';
-
 import { registerDoctorCommand } from './doctor-command.js';
 
 export function buildProgram(): Command {
@@ -17,7 +17,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-
+  registerDemoCommand(program);
   registerVaultCommands(program);
   registerSsdCommand(program);
   registerEvalCommand(program);

@@ -1,0 +1,385 @@
+/**
+ * `npm run bench`: engine sampling and training throughput on the benchmark models (bench/models.json), side
+ * by side with Hugging Face `generate` (sampling) and TRL's SFTTrainer (training), same inputs, same device.
+ *
+ *   npm run bench                          full run (docs/benchmarks.md has the method and the figures)
+ *   npm run bench -- --quick               a short smoke run (fewer repeats and steps)
+ *   npm run bench -- --threads 1           torch CPU threads per process (default: torch's own default)
+ *   npm run bench -- --models qwen3-20m    a subset of bench/models.json
+ *   npm run bench -- --no-trl              skip the TRL side (no extra Python packages needed)
+ *
+ * Each measurement is its own Python process (bench/bench.py with the engine's interpreter), so one cannot
+ * disturb the next and its memory figures are its own. TRL and the packages it needs beyond the engine's venv
+ * are installed into bench/.pydeps (pinned in bench/requirements-trl.txt) and put on PYTHONPATH only for the
+ * TRL runs. The table goes to stdout; everything, raw timings included, to bench/results/<timestamp>.json.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// dist/bench/run.js → the package root
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BENCH = join(ROOT, 'bench');
+const PYDEPS = join(BENCH, '.pydeps');
+// The TRL packages go into a folder named site-packages on purpose: `datasets` fingerprints its transforms
+// with dill, and dill pickles a module *by value* (and fails on pyarrow types) when its file path is not under
+// sys.prefix or a "site-packages" folder.
+const PYDEPS_SITE = join(PYDEPS, 'site-packages');
+const TRL_REQUIREMENTS = join(BENCH, 'requirements-trl.txt');
+
+interface Options {
+  quick: boolean;
+  models: string[] | null;
+  threads: number;
+  device: string | null;
+  dtype: string | null;
+  trl: boolean;
+  keep: boolean;
+}
+
+interface Plan {
+  sampleWarmup: number;
+  sampleRepeats: number;
+  maxTokens: number;
+  batches: number[];
+  stopVariant: boolean;
+  trainWarmupSteps: number;
+  trainSteps: number;
+  trainBatch: number;
+  seqLen: number;
+  trlNll: boolean;
+}
+
+type Result = Record<string, unknown> & { kind?: string; impl?: string; tokens_per_s?: number; peak_memory_bytes?: number };
+
+interface Measurement {
+  model: string;
+  label: string;
+  args: string[];
+  trl: boolean;
+  results: Result[];
+  error?: string;
+  seconds?: number;
+}
+
+const USAGE = `usage: npm run bench -- [--quick] [--models a,b] [--threads N] [--device D] [--dtype T] [--no-trl] [--keep]
+
+  --quick        short run: 1 warm-up + 1 timed sampling call, 1 + 2 training steps, no diagnostic variants
+  --models a,b   models from bench/models.json (default: all)
+  --threads N    torch CPU threads in every benchmark process (default: torch's default)
+  --device D     auto (default) | cpu | cuda | cuda:N
+  --dtype T      auto (default) | float32 | bfloat16
+  --no-trl       skip the TRL side (and its package install)
+  --keep         keep the temporary work folder (models, data, training outputs, logs)`;
+
+function parseArgs(argv: string[]): Options {
+  const opts: Options = { quick: false, models: null, threads: 0, device: null, dtype: null, trl: true, keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value`);
+      return v;
+    };
+    switch (arg) {
+      case '--quick': opts.quick = true; break;
+      case '--models': opts.models = value().split(',').filter(Boolean); break;
+      case '--threads': {
+        const n = Number(value());
+        if (!Number.isInteger(n) || n < 0) throw new Error('--threads must be a non-negative integer');
+        opts.threads = n;
+        break;
+      }
+      case '--device': opts.device = value(); break;
+      case '--dtype': opts.dtype = value(); break;
+      case '--no-trl': opts.trl = false; break;
+      case '--keep': opts.keep = true; break;
+      case '-h': case '--help': console.log(USAGE); process.exit(0);
+      default: throw new Error(`unknown option ${arg}\n${USAGE}`);
+    }
+  }
+  return opts;
+}
+
+function planFor(opts: Options): Plan {
+  return opts.quick
+    ? { sampleWarmup: 1, sampleRepeats: 1, maxTokens: 64, batches: [1, 32], stopVariant: false,
+        trainWarmupSteps: 1, trainSteps: 2, trainBatch: 16, seqLen: 128, trlNll: false }
+    : { sampleWarmup: 1, sampleRepeats: 3, maxTokens: 64, batches: [1, 32], stopVariant: true,
+        trainWarmupSteps: 2, trainSteps: 6, trainBatch: 16, seqLen: 128, trlNll: true };
+}
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+function python(): string {
+  const py = process.env.DISTILLERY_PYTHON || join(ROOT, 'engine', '.venv', 'bin', 'python');
+  if (!process.env.DISTILLERY_PYTHON && !existsSync(py)) {
+    throw new Error(`the engine's Python is missing (${py}); run \`npm run setup\` or set DISTILLERY_PYTHON`);
+  }
+  return py;
+}
+
+interface Run { code: number | null; stdout: string; stderrTail: string }
+
+/** Run a command; stdout is collected, stderr goes to `logFile` (and its tail is kept for error messages). */
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): Promise<Run> {
+  return new Promise((resolvePromise, reject) => {
+    const log = createWriteStream(logFile, { flags: 'a' });
+    log.write(`$ ${cmd} ${args.join(' ')}\n`);
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let tail = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk; log.write(chunk); });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      log.write(chunk);
+      tail = (tail + chunk).slice(-4000);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => log.end(() => resolvePromise({ code, stdout, stderrTail: tail })));
+  });
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** Install the pinned TRL packages into bench/.pydeps unless the requirements file is unchanged since. */
+async function ensureTrlDeps(py: string, logFile: string): Promise<void> {
+  const stampFile = join(PYDEPS, '.stamp');
+  const stamp = sha256(`${readFileSync(TRL_REQUIREMENTS, 'utf8')}\n${py}`);
+  if (existsSync(stampFile) && readFileSync(stampFile, 'utf8').trim() === stamp) return;
+  log(`installing the TRL side's packages into bench/.pydeps (${TRL_REQUIREMENTS.slice(ROOT.length + 1)})`);
+  rmSync(PYDEPS, { recursive: true, force: true });
+  const env = {
+    ...process.env,
+    // No retries by default: on a machine with a local index an unreachable public index must fail fast.
+    PIP_RETRIES: process.env.PIP_RETRIES ?? '0',
+    PIP_DEFAULT_TIMEOUT: process.env.PIP_DEFAULT_TIMEOUT ?? '5',
+    PIP_DISABLE_PIP_VERSION_CHECK: '1',
+  };
+  const res = await run(py, ['-m', 'pip', 'install', '--quiet', '--no-deps', '--target', PYDEPS_SITE, '-r', TRL_REQUIREMENTS], env, logFile);
+  if (res.code !== 0) {
+    throw new Error(`could not install the TRL packages (pip exit ${res.code}):\n${res.stderrTail}\n` +
+      'pass --no-trl to benchmark the engine alone');
+  }
+  writeFileSync(stampFile, `${stamp}\n`);
+}
+
+function pythonEnv(work: string, trl: boolean): NodeJS.ProcessEnv {
+  const engine = join(ROOT, 'engine');
+  const paths = trl ? [PYDEPS_SITE, engine] : [engine];
+  return {
+    ...process.env,
+    PYTHONPATH: [...paths, ...(process.env.PYTHONPATH ? [process.env.PYTHONPATH] : [])].join(':'),
+    PYTHONUNBUFFERED: '1',
+    PYTHONDONTWRITEBYTECODE: '1',
+    HF_HUB_OFFLINE: '1',
+    HF_DATASETS_OFFLINE: '1',
+    TRANSFORMERS_OFFLINE: '1',
+    HF_HOME: join(work, 'hf-home'),
+    TOKENIZERS_PARALLELISM: 'false',
+  };
+}
+
+function parseResults(stdout: string): Result[] {
+  return stdout
+    .split('\n')
+    .filter((line) => line.startsWith('BENCH_RESULT '))
+    .map((line) => JSON.parse(line.slice('BENCH_RESULT '.length)) as Result);
+}
+
+// ------------------------------------------------------------------------------------------------ table
+
+const MiB = 1024 * 1024;
+
+function fmtRate(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return '—';
+  return v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
+}
+
+function fmtMem(v: number | undefined): string {
+  return v === undefined ? '—' : `${Math.round(v / MiB).toLocaleString('en-US')} MiB`;
+}
+
+interface Row {
+  model: string;
+  workload: string;
+  reference: string;
+  ours?: Result;
+  ref?: Result;
+  ratio?: number;
+}
+
+function find(all: Measurement[], model: string, kind: string, impl: string, batch?: number): Result | undefined {
+  for (const m of all) {
+    if (m.model !== model) continue;
+    for (const r of m.results) {
+      if (r.kind === kind && r.impl === impl && (batch === undefined || r.batch === batch)) return r;
+    }
+  }
+  return undefined;
+}
+
+function summaryRows(all: Measurement[], models: string[], plan: Plan): Row[] {
+  const rows: Row[] = [];
+  const add = (model: string, workload: string, reference: string, ours?: Result, ref?: Result): void => {
+    const ratio = ours?.tokens_per_s !== undefined && ref?.tokens_per_s ? ours.tokens_per_s / ref.tokens_per_s : undefined;
+    rows.push({ model, workload, reference, ours, ref, ratio });
+  };
+  for (const model of models) {
+    for (const b of plan.batches) {
+      add(model, `sample bs=${b}, ${plan.maxTokens} new tokens`, 'HF generate',
+        find(all, model, 'sample', 'engine', b), find(all, model, 'sample', 'hf', b));
+    }
+    if (plan.stopVariant) {
+      const b = Math.max(...plan.batches);
+      add(model, `sample bs=${b} + stop-string check`, 'HF generate (no stop)',
+        find(all, model, 'sample', 'engine-stop', b), find(all, model, 'sample', 'hf', b));
+    }
+    const train = `train bs=${plan.trainBatch}×${plan.seqLen}, full FT`;
+    add(model, train, 'TRL SFTTrainer', find(all, model, 'train', 'engine'), find(all, model, 'train', 'trl'));
+    if (plan.trlNll) {
+      add(model, train, 'TRL, loss_type=nll', find(all, model, 'train', 'engine'), find(all, model, 'train', 'trl-nll'));
+    }
+  }
+  return rows;
+}
+
+function table(rows: Row[]): string {
+  const header = ['model', 'workload', 'engine tok/s', 'reference', 'ref tok/s', 'engine/ref', 'engine peak', 'ref peak'];
+  const body = rows.map((r) => [
+    r.model, r.workload, fmtRate(r.ours?.tokens_per_s), r.reference, fmtRate(r.ref?.tokens_per_s),
+    r.ratio === undefined ? '—' : `${r.ratio.toFixed(2)}×`, fmtMem(r.ours?.peak_memory_bytes), fmtMem(r.ref?.peak_memory_bytes),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const numeric = new Set([2, 4, 5, 6, 7]);
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+// ------------------------------------------------------------------------------------------------ main
+
+async function main(): Promise<number> {
+  const opts = parseArgs(process.argv.slice(2));
+  const plan = planFor(opts);
+  const py = python();
+  const started = new Date();
+  const stampName = started.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+  const resultsDir = join(BENCH, 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  const logFile = join(resultsDir, `${stampName}.log`);
+  const work = mkdtempSync(join(tmpdir(), 'distillery-bench-'));
+  const catalog = JSON.parse(readFileSync(join(BENCH, 'models.json'), 'utf8')) as Record<string, unknown>;
+  const models = opts.models ?? Object.keys(catalog);
+  for (const m of models) if (!(m in catalog)) throw new Error(`unknown model ${m}; bench/models.json has ${Object.keys(catalog).join(', ')}`);
+
+  if (opts.trl) await ensureTrlDeps(py, logFile);
+
+  const common = [
+    ...(opts.device ? ['--device', opts.device] : []),
+    ...(opts.dtype ? ['--dtype', opts.dtype] : []),
+    ...(opts.threads ? ['--threads', String(opts.threads)] : []),
+  ];
+  const script = join(BENCH, 'bench.py');
+  const step = async (model: string, label: string, args: string[], trl = false): Promise<Measurement> => {
+    const t0 = Date.now();
+    log(`${model}: ${label} …`);
+    const res = await run(py, [script, ...common, ...args], pythonEnv(work, trl), logFile);
+    const m: Measurement = { model, label, args, trl, results: parseResults(res.stdout), seconds: (Date.now() - t0) / 1000 };
+    if (res.code !== 0 || m.results.length === 0) {
+      m.error = `exit ${res.code}: ${res.stderrTail.trim().split('\n').slice(-6).join('\n')}`;
+      log(`${model}: ${label} FAILED (${m.error})`);
+    } else {
+      const rates = m.results.map((r) => `${r.impl} ${fmtRate(r.tokens_per_s)}`).join(', ');
+      log(`${model}: ${label} done in ${m.seconds!.toFixed(0)} s${rates ? ` (tok/s: ${rates})` : ''}`);
+    }
+    return m;
+  };
+
+  const info = await step('-', 'environment', ['info']);
+  const host = info.results[0] ?? {};
+  log(`device ${String(host.device)}${host.gpu ? ` (${String(host.gpu)})` : ''}, torch ${String(host.torch)}, ` +
+    `transformers ${String(host.transformers)}, ${String(host.threads)} torch threads, load average ${loadavg()[0]!.toFixed(2)}`);
+
+  const measurements: Measurement[] = [info];
+  const meta: Record<string, Result> = {};
+  for (const model of models) {
+    const dir = join(work, model);
+    const examples = Math.max(256, plan.trainBatch * (plan.trainWarmupSteps + plan.trainSteps));
+    const prep = await step(model, 'prepare model and data', ['prepare', '--model', model, '--models', join(BENCH, 'models.json'),
+      '--work', dir, '--seq-len', String(plan.seqLen), '--prompt-len', String(plan.seqLen / 2),
+      '--prompts', String(Math.max(...plan.batches)), '--examples', String(examples)]);
+    measurements.push(prep);
+    if (prep.error) continue;
+    meta[model] = prep.results[0]!;
+    for (const b of plan.batches) {
+      const impls = ['engine', ...(plan.stopVariant && b === Math.max(...plan.batches) ? ['engine-stop'] : []), 'hf'];
+      measurements.push(await step(model, `sampling bs=${b} (${impls.join(', ')}, interleaved)`, ['sample', '--work', dir,
+        '--impl', impls.join(','), '--batch', String(b), '--max-tokens', String(plan.maxTokens),
+        '--warmup', String(plan.sampleWarmup), '--repeats', String(plan.sampleRepeats)]));
+    }
+    const trainArgs = ['--work', dir, '--batch', String(plan.trainBatch), '--warmup-steps', String(plan.trainWarmupSteps),
+      '--steps', String(plan.trainSteps)];
+    measurements.push(await step(model, 'training: engine train job', ['train', '--impl', 'engine', ...trainArgs]));
+    if (opts.trl) {
+      measurements.push(await step(model, 'training: TRL SFTTrainer', ['train', '--impl', 'trl', ...trainArgs], true));
+      if (plan.trlNll) {
+        measurements.push(await step(model, 'training: TRL SFTTrainer, loss_type=nll', ['train', '--impl', 'trl-nll', ...trainArgs], true));
+      }
+    }
+  }
+
+  const rows = summaryRows(measurements, models, plan);
+  const finished = new Date();
+  const report = {
+    started: started.toISOString(),
+    finished: finished.toISOString(),
+    seconds: (finished.getTime() - started.getTime()) / 1000,
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    options: opts,
+    plan,
+    host,
+    models: meta,
+    summary: rows.map((r) => ({
+      model: r.model, workload: r.workload, reference: r.reference,
+      engine_tokens_per_s: r.ours?.tokens_per_s ?? null, reference_tokens_per_s: r.ref?.tokens_per_s ?? null,
+      ratio: r.ratio ?? null, engine_peak_memory_bytes: r.ours?.peak_memory_bytes ?? null,
+      reference_peak_memory_bytes: r.ref?.peak_memory_bytes ?? null,
+    })),
+    measurements,
+  };
+  const outFile = join(resultsDir, `${stampName}.json`);
+  writeFileSync(outFile, `${JSON.stringify(report, null, 2)}\n`);
+
+  console.log('');
+  for (const [name, m] of Object.entries(meta)) {
+    console.log(`${name}: ${String(m.model_type)}, ${Number(m.parameters).toLocaleString('en-US')} parameters, vocab ${String(m.vocab_size)}`);
+  }
+  console.log(`device: ${String(host.device)}${host.gpu ? ` (${String(host.gpu)})` : ''}, ${String(host.threads)} torch threads; ` +
+    `tokens/s are medians (sampling: generated tokens per call; training: batch×seq tokens per optimizer step)\n`);
+  console.log(table(rows));
+  console.log(`\nresults: ${outFile.slice(ROOT.length + 1)}  (log: ${logFile.slice(ROOT.length + 1)}; ${report.seconds.toFixed(0)} s)`);
+  if (opts.keep) console.log(`work folder kept: ${work}`);
+  else rmSync(work, { recursive: true, force: true });
+
+  const failed = measurements.filter((m) => m.error);
+  if (failed.length) {
+    console.error(`\n${failed.length} measurement(s) failed: ${failed.map((m) => `${m.model} ${m.label}`).join('; ')} (see the log)`);
+    return 1;
+  }
+  return 0;
+}
+
+main().then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  },
+);

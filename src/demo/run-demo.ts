@@ -1,0 +1,178 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomicSync } from '../core/atomic.js';
+import { distilleryHome } from '../core/paths.js';
+import { startProgress } from '../core/progress.js';
+import { runJob } from '../engine/job.js';
+import type { EngineWorker } from '../engine/worker.js';
+import type { Decoding } from '../engine/decoding.js';
+import { evaluateModel, type EvalSummary } from '../eval/run.js';
+import { shortHash } from '../runs/run.js';
+import { resolveSsdConfig } from '../recipes/ssd-config.js';
+import { runSsd } from '../recipes/ssd.js';
+import { takeModel, importBase } from '../recipes/models.js';
+import { generateSuite, type SuiteSize } from './suite.js';
+import { demoPlan, type DemoPlan } from './plan.js';
+import { renderDemoHtml, type DemoSummary, type GridPoint, type Measured } from './report.js';
+
+export interface DemoOptions {
+  size: SuiteSize;
+  worker: EngineWorker;
+  log: (line: string) => void;
+  quiet?: boolean;
+  home?: string;
+}
+
+export interface DemoOutcome {
+  summary: DemoSummary;
+  reportHtml: string;
+  reportJson: string;
+}
+
+const BASE_NAME = 'demo-coder';
+
+function measured(e: EvalSummary): Measured {
+  const p = e.pass_at_k['1']!;
+  return { 'pass@1': p.value, ci: p.ci };
+}
+
+/**
+ * The embedded default, end to end: generate the task suite, train a tiny base model from scratch (cached in
+ * the vault by the hash of everything that determines it), evaluate it over a temperature grid, run SSD, and
+ * evaluate the result with identical decoding. Every stage reuses finished work, so an interrupted demo
+ * continues where it stopped.
+ */
+export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
+  const started = Date.now();
+  const home = opts.home ?? distilleryHome();
+  const plan: DemoPlan = demoPlan(opts.size);
+  const stageSeconds: Record<string, number> = {};
+  const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const t0 = Date.now();
+    const r = await fn();
+    stageSeconds[name] = (stageSeconds[name] ?? 0) + (Date.now() - t0) / 1000;
+    return r;
+  };
+
+  // 1. The suite: deterministic, written once per (seed, size).
+  const suite = generateSuite({ seed: plan.seed, size: opts.size });
+  const suiteKey = shortHash({ seed: plan.seed, size: opts.size, corpus: suite.corpus.length, alphabet: suite.alphabet, v: plan.version });
+  const dataDir = join(home, 'demo', `${opts.size}-${suiteKey}`);
+  mkdirSync(dataDir, { recursive: true });
+  const write = (file: string, rows: unknown[]): string => {
+    const p = join(dataDir, file);
+    if (!existsSync(p)) writeFileAtomicSync(p, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    return p;
+  };
+  const corpusFile = write('corpus.jsonl', suite.corpus);
+  const promptsFile = write('ssd-prompts.jsonl', suite.ssdPrompts);
+  const tasksFile = write(
+    'eval-tasks.jsonl',
+    suite.evalTasks.map(({ id, prompt, tests, entry_point }) => ({ id, prompt, tests, entry_point })),
+  );
+  opts.log(
+    `suite: ${suite.corpus.length} corpus examples, ${suite.ssdPrompts.length} SSD prompts, ${suite.evalTasks.length} held-out tasks (${dataDir})`,
+  );
+
+  // 2. The base model: trained from scratch once, then kept in the vault and reused.
+  const baseKey = shortHash({ suiteKey, model: plan.model, train: plan.baseTrain });
+  const baseMarker = join(dataDir, `base-${baseKey}.json`);
+  let baseReused = false;
+  let baseRef: string;
+  const existing = existsSync(baseMarker) ? (JSON.parse(readFileSync(baseMarker, 'utf8')) as { ref: string }) : null;
+  const reusable = existing ? await takeModel(existing.ref, home).then(() => true, () => false) : false;
+  if (existing && reusable) {
+    baseRef = existing.ref;
+    baseReused = true;
+    opts.log(`base model: reusing ${baseRef} from the vault`);
+  } else {
+    baseRef = await timed('train base', async () => {
+      const t = plan.baseTrain;
+      opts.log(`base model: training a ${plan.describeModel} from scratch (${t.max_steps} steps)`);
+      const bar = startProgress('train base', { total: t.max_steps, unit: 'steps', quiet: opts.quiet });
+      const done = await runJob(
+        opts.worker,
+        {
+          type: 'train',
+          output_dir: join(dataDir, `base-${baseKey}`),
+          model: null,
+          init: { config: plan.model, tokenizer: { kind: 'char', alphabet: suite.alphabet } },
+          data: corpusFile,
+          loss_on: 'all',
+          chat_template: false,
+          lora: null,
+          epochs: null,
+          ...t,
+        },
+        (e) => e.type === 'progress' && typeof e.step === 'number' && bar.update(e.step, typeof e.loss === 'number' ? `loss ${e.loss.toFixed(3)}` : undefined),
+      );
+      bar.done(`final loss ${Number(done.final_loss).toFixed(4)}`);
+      const ref = await importBase(String(done.final_dir), BASE_NAME, {
+        kind: 'distillery-demo',
+        description: `trained from scratch by distillery demo (${opts.size}, suite ${suiteKey})`,
+      }, home);
+      writeFileAtomicSync(baseMarker, JSON.stringify({ ref }) + '\n');
+      return ref;
+    });
+  }
+  const base = await takeModel(baseRef, home);
+  const tasks = suite.evalTasks.map(({ id, prompt, tests, entry_point }) => ({ id, prompt, tests, entry_point }));
+  const cacheDir = join(home, 'cache', 'eval');
+  const evalAt = (decoding: Decoding, n: number, dir: string, digest: string, label: string): Promise<EvalSummary> =>
+    evaluateModel({ worker: opts.worker, modelDir: dir, modelDigest: digest, tasks, decoding, n, k: [1], cacheDir, label, quiet: opts.quiet });
+
+  // 3. SSD with evaluation at the fixed decoding (identical for base and distilled).
+  const ssdCfg = resolveSsdConfig(
+    {},
+    {
+      model: baseRef,
+      prompts: promptsFile,
+      sampling: plan.ssdSampling,
+      filter: plan.filter,
+      train: plan.ssdTrain,
+      eval: { tasks: tasksFile, n: plan.evalN, k: [1], decoding: plan.evalDecoding },
+    },
+  );
+  const ssd = await runSsd(ssdCfg, { worker: opts.worker, log: opts.log, quiet: opts.quiet, home });
+  for (const [stage, seconds] of Object.entries(ssd.seconds)) stageSeconds[`ssd ${stage}`] = seconds;
+  const distilled = await takeModel(ssd.model, home);
+
+  // 4. The temperature grid for both models: a decoding-only gain stays visible.
+  const grid = async (dir: string, digest: string, label: string): Promise<GridPoint[]> => {
+    const points: GridPoint[] = [];
+    for (const t of plan.grid) {
+      const decoding = { ...plan.evalDecoding, temperature: t };
+      const e = await evalAt(decoding, t === 0 ? 1 : plan.evalN, dir, digest, `${label} T=${t}`);
+      points.push({ temperature: t, decoding, ...measured(e) });
+    }
+    return points;
+  };
+  const baseGrid = await timed('grid base', () => grid(base.dir, base.digest, 'base grid'));
+  const distilledGrid = await timed('grid distilled', () => grid(distilled.dir, distilled.digest, 'SSD grid'));
+  const baseBest = baseGrid.reduce((a, b) => (b['pass@1'] > a['pass@1'] ? b : a));
+
+  const ev = ssd.evaluation!;
+  const summary: DemoSummary = {
+    base: measured(ev.base),
+    distilled: measured(ev.distilled),
+    decoding: ev.base.decoding,
+    base_grid: baseGrid,
+    base_best: baseBest,
+    distilled_grid: distilledGrid,
+    model: ssd.model,
+    base_model: baseRef,
+    run_id: ssd.run_id,
+    tasks: { eval: tasks.length, ssd_prompts: suite.ssdPrompts.length, corpus: suite.corpus.length, samples_per_task: plan.evalN },
+    filter: ssd.filter,
+    stage_seconds: stageSeconds,
+    seconds: (Date.now() - started) / 1000,
+    base_reused: baseReused,
+    size: opts.size,
+    sandbox: ev.base.sandbox,
+  };
+  const reportHtml = join(ssd.run_dir, 'report.html');
+  const reportJson = join(ssd.run_dir, 'report.json');
+  writeFileAtomicSync(reportHtml, renderDemoHtml(summary));
+  writeFileAtomicSync(reportJson, JSON.stringify(summary, null, 2) + '\n');
+  return { summary, reportHtml, reportJson };
+}
