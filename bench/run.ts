@@ -296,7 +296,8 @@ async function main(): Promise<number> {
       m.error = `exit ${res.code}: ${res.stderrTail.trim().split('\n').slice(-6).join('\n')}`;
       log(`${model}: ${label} FAILED (${m.error})`);
     } else {
-      const rates = m.results.map((r) => `${r.impl} ${fmtRate(r.tokens_per_s)}`).join(', ');
+      const rates = m.results.filter((r) => r.tokens_per_s !== undefined)
+        .map((r) => `${r.impl} ${fmtRate(r.tokens_per_s)}`).join(', ');
       log(`${model}: ${label} done in ${m.seconds!.toFixed(0)} s${rates ? ` (tok/s: ${rates})` : ''}`);
     }
     return m;
@@ -364,6 +365,11 @@ async function main(): Promise<number> {
   console.log(`device: ${String(host.device)}${host.gpu ? ` (${String(host.gpu)})` : ''}, ${String(host.threads)} torch threads; ` +
     `tokens/s are medians (sampling: generated tokens per call; training: batch×seq tokens per optimizer step)\n`);
   console.log(table(rows));
+  const loads = measurements.flatMap((m) => m.results.flatMap((r) => (Array.isArray(r.loadavg_1m) ? (r.loadavg_1m as number[]) : [])));
+  if (loads.length) {
+    console.log(`\n1-minute load average during the timed parts: ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} ` +
+      `on ${String(host.cpu_count)} CPUs${Math.max(...loads) > Number(host.cpu_count) ? ' (other work was running: expect noise)' : ''}`);
+  }
   console.log(`\nresults: ${outFile.slice(ROOT.length + 1)}  (log: ${logFile.slice(ROOT.length + 1)}; ${report.seconds.toFixed(0)} s)`);
   if (opts.keep) console.log(`work folder kept: ${work}`);
   else rmSync(work, { recursive: true, force: true });

@@ -157,3 +157,391 @@ except OSError:
     pass
 print(ns('net'), ns('pid'), ns('ipc'), os.getuid(), procs)
 `;
+
+/**
+ * The batch supervisor (batch mode, see runBatch in sandbox.ts and docs/sandbox.md). Passed to
+ * `python3 -s -S -B -c` under the same namespaces as LAUNCHER_SOURCE, with these arguments:
+ *
+ *     CPU_SECONDS MEMORY_BYTES FILE_SIZE_BYTES OPEN_FILES PROCESSES UID WALL_MS OUTPUT_BYTES
+ *
+ * stdin carries "NONCE\nLENGTH\n" then LENGTH bytes of a JSON array of program texts, and then stays open
+ * (end-of-file means the runner died: everything is killed). The supervisor sets the per-batch rlimits (core,
+ * address space, file size, open files, processes) and drops the uid exactly as the launcher does, then for
+ * each program in turn:
+ * 1. creates a fresh directory `pI-XXXXXXXX` (0700) in the batch directory (its cwd);
+ * 2. forks a child from itself — never from an earlier child — which starts a new session, closes fd 3 and
+ *    the supervisor's descriptors, points stdin at /dev/null and stdout/stderr at pipes read by the
+ *    supervisor, sets RLIMIT_CPU and RLIMIT_AS, makes the directory its cwd, HOME and TMPDIR, writes the program
+ *    to `program.py` there and executes it in a fresh `__main__` module (same pass/fail rules as the launcher);
+ * 3. enforces the wall-time limit (SIGKILL to the child's process group), captures stdout/stderr (head and
+ *    tail, `OUTPUT_BYTES` each) and kills the group when their total passes FILE_SIZE_BYTES;
+ * 4. after the child ends, kills what it left behind: its process group and, when the supervisor is PID 1 of
+ *    a PID namespace, every other process in the namespace (kill(-1)), reaping them all;
+ * 5. removes the directory and reports one length-prefixed JSON frame "NONCE LENGTH\nJSON" on fd 3.
+ * Before each program it also reports {"start": I, "pgid": PID-or-null} (the child's process group as seen by
+ * the runner, null inside a PID namespace) so the runner can kill an orphaned program if the supervisor dies.
+ * Children report their outcome to the supervisor on a pipe of their own, never on fd 3.
+ */
+export const BATCH_SOURCE = String.raw`
+import os, sys, resource as R, select, builtins, signal, json, time, traceback
+
+def limit(res, soft, hard):
+    if soft < 0:
+        return
+    cur = R.getrlimit(res)[1]
+    if cur != R.RLIM_INFINITY:
+        hard = min(hard, cur)
+        soft = min(soft, hard)
+    R.setrlimit(res, (soft, hard))
+
+class Capture:
+    def __init__(self, cap):
+        self.hc = cap // 2
+        self.tc = cap - self.hc
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def push(self, b):
+        self.total += len(b)
+        if len(self.head) < self.hc:
+            take = self.hc - len(self.head)
+            self.head += b[:take]
+            b = b[take:]
+        if b:
+            self.tail += b
+            if len(self.tail) > 2 * self.tc + 65536:
+                del self.tail[:len(self.tail) - self.tc]
+
+    def result(self):
+        if self.total <= self.hc + self.tc:
+            return bytes(self.head + self.tail).decode('utf-8', 'replace'), False
+        tail = bytes(self.tail[len(self.tail) - self.tc:]) if self.tc else b''
+        omitted = self.total - len(self.head) - len(tail)
+        return '%s\n[... %d bytes omitted ...]\n%s' % (bytes(self.head).decode('utf-8', 'replace'), omitted, tail.decode('utf-8', 'replace')), True
+
+S = {}
+
+def send(obj):
+    data = json.dumps(obj).encode('ascii')
+    buf = ('%s %d\n' % (S['nonce'], len(data))).encode('ascii') + data
+    while buf:
+        try:
+            n = os.write(3, buf)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(75)
+        buf = buf[n:]
+
+def kill_group(pid, reaped=False):
+    # The group, and the child itself in case it has not called setsid() yet (not once it is reaped: its pid
+    # could have been reused).
+    for f in (os.killpg,) if reaped else (os.killpg, os.kill):
+        try:
+            f(pid, 9)
+        except OSError:
+            pass
+
+def reap_all():
+    # After the child: its process group goes, and inside a PID namespace (we are PID 1) every other process
+    # too; they are reaped so that nothing, not even a zombie, is carried over to the next program.
+    if S['in_ns']:
+        for _ in range(3):
+            try:
+                os.kill(-1, 9)
+            except OSError:
+                pass
+            while True:
+                try:
+                    os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+                except InterruptedError:
+                    continue
+    else:
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+
+def die():
+    # The runner went away: take everything down with us.
+    if S.get('child'):
+        kill_group(S['child'])
+    if S['in_ns']:
+        try:
+            os.kill(-1, 9)
+        except OSError:
+            pass
+    os._exit(0)
+
+def main():
+    cpu, mem, fsize, nofile, nproc, uid, wall_ms, out_cap = (int(a) for a in sys.argv[1:9])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.set_inheritable(3, False)
+    buf = bytearray()
+    while True:
+        parts = bytes(buf).split(b'\n', 2)
+        if len(parts) == 3 and len(parts[2]) >= int(parts[1]):
+            break
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            os._exit(0)
+        buf += chunk
+    S['nonce'] = parts[0].decode('ascii', 'replace').strip()
+    programs = json.loads(parts[2][:int(parts[1])].decode('utf-8'))
+    del buf, parts
+    S['in_ns'] = os.getpid() == 1
+    try:
+        limit(R.RLIMIT_CORE, 0, 0)
+        limit(R.RLIMIT_AS, mem, mem)
+        limit(R.RLIMIT_FSIZE, fsize, fsize)
+        limit(R.RLIMIT_NOFILE, nofile, nofile)
+        if uid >= 0:
+            limit(R.RLIMIT_NPROC, nproc, nproc)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+    except BaseException as e:
+        send({'setupError': repr(e).replace('\n', ' ')[:300]})
+        os._exit(70)
+    base = os.getcwd()
+    for i in range(len(programs)):
+        src = programs[i]
+        programs[i] = None
+        send(run_one(i, src, base, devnull, cpu, mem, fsize, wall_ms, out_cap, programs))
+    os._exit(0)
+
+def fork_retry():
+    delay = 0.01
+    while True:
+        try:
+            return os.fork()
+        except BlockingIOError:
+            # RLIMIT_NPROC is shared by every sandbox of the uid: wait a little for another one's cleanup.
+            if delay > 1.5:
+                raise
+            time.sleep(delay)
+            delay *= 2
+
+def remove_tree(d):
+    try:
+        os.unlink(os.path.join(d, 'program.py'))
+        os.rmdir(d)
+        return None
+    except OSError:
+        pass
+    import shutil
+    def fix(func, path, exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+        func(path)
+    for d2, subdirs, _ in os.walk(d):
+        for s in subdirs:
+            try:
+                os.chmod(os.path.join(d2, s), 0o700)
+            except OSError:
+                pass
+    try:
+        shutil.rmtree(d, onerror=lambda f, p, e: fix(f, p, e) if os.path.lexists(p) else None)
+        return None
+    except OSError as e:
+        return 'temp dir %s could not be removed: %s' % (d, e)
+
+def run_one(i, src, base, devnull, cpu, mem, fsize, wall_ms, out_cap, programs):
+    d = os.path.join(base, 'p%d-%s' % (i, os.urandom(4).hex()))
+    res = {'i': i}
+    try:
+        os.mkdir(d, 0o700)
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
+        r_rep, w_rep = os.pipe()
+        pid = fork_retry()
+    except BaseException as e:
+        res['setupError'] = repr(e).replace('\n', ' ')[:300]
+        return res
+    if pid == 0:
+        programs.clear()
+        child(src, d, devnull, (3, r_out, r_err, r_rep), w_out, w_err, w_rep, cpu, mem)
+    S['child'] = pid
+    start = time.monotonic()
+    for fd in (w_out, w_err, w_rep):
+        os.close(fd)
+    send({'start': i, 'pgid': None if S['in_ns'] else pid})
+    try:
+        pfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pfd = -1
+    caps = {r_out: Capture(out_cap), r_err: Capture(out_cap)}
+    rep = bytearray()
+    open_fds = {r_out, r_err, r_rep}
+    deadline = start + wall_ms / 1000.0
+    killed = timed_out = flooded = False
+    waited = None
+
+    def read(fd):
+        try:
+            data = os.read(fd, 1 << 16)
+        except OSError:
+            data = b''
+        if not data:
+            open_fds.discard(fd)
+            os.close(fd)
+            return
+        if fd == r_rep:
+            if len(rep) < 1024:
+                rep.extend(data[:1024])
+        else:
+            caps[fd].push(data)
+
+    while waited is None:
+        now = time.monotonic()
+        if not killed and now >= deadline:
+            timed_out = killed = True
+            kill_group(pid)
+        timeout = None if killed else deadline - now
+        if pfd < 0 or not open_fds:
+            timeout = 0.01 if timeout is None else min(timeout, 0.01)
+        watch = list(open_fds) + [0] + ([pfd] if pfd >= 0 else [])
+        try:
+            ready = select.select(watch, [], [], timeout)[0]
+        except InterruptedError:
+            ready = []
+        for fd in ready:
+            if fd == 0:
+                try:
+                    if not os.read(0, 4096):
+                        die()
+                except OSError:
+                    die()
+            elif fd != pfd:
+                read(fd)
+        if not killed and caps[r_out].total + caps[r_err].total > fsize:
+            flooded = killed = True
+            kill_group(pid)
+        w = os.wait4(pid, os.WNOHANG)
+        if w[0] == pid:
+            waited = w
+    elapsed = time.monotonic() - start
+    if pfd >= 0:
+        os.close(pfd)
+    kill_group(pid, True)
+    reap_all()
+    S['child'] = None
+    # Everything that could hold the pipes is gone (inside a PID namespace); without one, a process that
+    # left the group may still hold them, so stop waiting after a short grace.
+    grace = time.monotonic() + 0.5
+    while open_fds:
+        left = grace - time.monotonic()
+        if left <= 0:
+            break
+        ready = select.select(list(open_fds), [], [], left)[0]
+        if not ready:
+            break
+        for fd in ready:
+            read(fd)
+    for fd in list(open_fds):
+        os.close(fd)
+    _, status, usage = waited
+    res['cpu'] = usage.ru_utime + usage.ru_stime
+    if os.WIFSIGNALED(status):
+        res['signal'] = os.WTERMSIG(status)
+    else:
+        res['exit'] = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    prefix = (S['nonce'] + ' ').encode('ascii')
+    for line in bytes(rep).split(b'\n'):
+        if line.startswith(prefix):
+            res['outcome'] = line[len(prefix):].decode('utf-8', 'replace')
+    res['timedOut'] = timed_out
+    res['flooded'] = flooded
+    res['ms'] = int(elapsed * 1000)
+    res['stdout'], res['stdoutTruncated'] = caps[r_out].result()
+    res['stderr'], res['stderrTruncated'] = caps[r_err].result()
+    note = remove_tree(d)
+    if note:
+        res['cleanup'] = note
+    return res
+
+def child(src, d, devnull, close_fds, w_out, w_err, w_rep, cpu, mem):
+    code = 1
+    outcome = 'exception'
+    prefix = S['nonce'] + ' '
+
+    def tell(text):
+        try:
+            os.write(w_rep, (prefix + text + '\n').encode('utf-8', 'replace'))
+        except OSError:
+            pass
+
+    try:
+        try:
+            os.setsid()
+            for fd in close_fds:
+                os.close(fd)
+            os.dup2(devnull, 0)
+            os.dup2(w_out, 1)
+            os.dup2(w_err, 2)
+            for fd in (devnull, w_out, w_err):
+                os.close(fd)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            limit(R.RLIMIT_CPU, cpu, cpu + 1)
+            limit(R.RLIMIT_AS, mem, mem)
+            os.chdir(d)
+            os.environ['HOME'] = d
+            os.environ['TMPDIR'] = d
+            path = os.path.join(d, 'program.py')
+            source = src.encode('utf-8', 'replace')
+            del src
+            with open(path, 'wb') as f:
+                f.write(source)
+            S.clear()
+        except BaseException as e:
+            tell('setup-error ' + repr(e).replace('\n', ' ')[:300])
+            os._exit(70)
+        sys.argv = [path]
+        builtins.exit = builtins.quit = sys.exit
+        mod = type(sys)('__main__')
+        g = mod.__dict__
+        g['__file__'] = path
+        g['__builtins__'] = builtins
+        sys.modules['__main__'] = mod
+        try:
+            exec(compile(source, path, 'exec'), g)
+            outcome = 'pass'
+            code = 0
+        except MemoryError:
+            outcome = 'memory'
+            g.clear()
+            show_traceback()
+        except SystemExit as e:
+            outcome = 'exit ' + repr(e.code).replace('\n', ' ')[:100]
+        except BaseException:
+            show_traceback()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        tell(outcome)
+        os._exit(code)
+
+def show_traceback():
+    try:
+        kind, value, tb = sys.exc_info()
+        traceback.print_exception(kind, value, tb.tb_next if tb is not None else None)
+    except BaseException:
+        try:
+            os.write(2, b'(traceback unavailable)\n')
+        except OSError:
+            pass
+
+main()
+`;

@@ -25,6 +25,10 @@
  *   apply because the program is run by the launcher (`-c`), whose sys.path[0] is the temp cwd.
  * - stdout and stderr captured up to `outputBytes` each (the head and the tail are kept, the middle dropped),
  *   and the program killed when it writes more than `fileSizeBytes` in total to them.
+ *
+ * Batch mode (runBatch, used by runMany): one such sandboxed supervisor runs many programs in turn, each in a
+ * child forked from the pristine supervisor, with its own temp dir, process group and limits; what is shared
+ * within a batch and what is not is in docs/sandbox.md ("Batch mode").
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -33,7 +37,7 @@ import { chmod, chown, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
-import { LAUNCHER_SOURCE, PROBE_SOURCE } from './sandbox-launcher.js';
+import { BATCH_SOURCE, LAUNCHER_SOURCE, PROBE_SOURCE } from './sandbox-launcher.js';
 
 export type SandboxStatus = 'pass' | 'fail' | 'timeout' | 'memory' | 'error';
 export const SANDBOX_STATUSES: readonly SandboxStatus[] = ['pass', 'fail', 'timeout', 'memory', 'error'];
@@ -550,10 +554,266 @@ function classify(
   return { status: 'fail', exitCode, signal, note };
 }
 
+/** Counters of batch mode since the process started (for reports and tests). */
+export const batchStats = { batches: 0, programs: 0, brokenBatches: 0, rerunPrograms: 0 };
+
+/** One frame of the batch supervisor (see BATCH_SOURCE). */
+interface BatchFrame {
+  i?: number;
+  start?: number;
+  pgid?: number | null;
+  setupError?: string;
+  outcome?: string;
+  exit?: number;
+  signal?: number;
+  cpu?: number;
+  timedOut?: boolean;
+  flooded?: boolean;
+  ms?: number;
+  stdout?: string;
+  stderr?: string;
+  stdoutTruncated?: boolean;
+  stderrTruncated?: boolean;
+  cleanup?: string;
+}
+
+/** Time allowed beyond the wall limit for the supervisor's own work (start-up, cleanup) between two frames. */
+const BATCH_SLACK_MS = 10_000;
+
+function batchResult(f: BatchFrame, l: SandboxLimits): SandboxResult {
+  const report: Report = {};
+  if (f.outcome?.startsWith('setup-error ')) report.setupError = f.outcome.slice('setup-error '.length);
+  else if (f.outcome !== undefined) report.child = f.outcome;
+  if (f.setupError !== undefined) report.setupError = f.setupError;
+  if (typeof f.exit === 'number') report.exit = f.exit;
+  if (typeof f.signal === 'number') report.signal = f.signal;
+  if (typeof f.cpu === 'number') report.cpu = f.cpu;
+  const stdout = typeof f.stdout === 'string' ? f.stdout : '';
+  const stderr = typeof f.stderr === 'string' ? f.stderr : '';
+  const result: SandboxResult = {
+    ...classify(report, undefined, f.timedOut === true, f.flooded === true, stderr, l),
+    durationMs: typeof f.ms === 'number' ? f.ms : 0,
+    stdout,
+    stderr,
+    stdoutTruncated: f.stdoutTruncated === true,
+    stderrTruncated: f.stderrTruncated === true,
+  };
+  if (f.cleanup) result.note = result.note ? `${result.note}; ${f.cleanup}` : f.cleanup;
+  return result;
+}
+
+/**
+ * Runs several programs in one sandbox (batch mode; docs/sandbox.md): one supervisor process, set up exactly
+ * like runProgram's (namespaces, uid drop, rlimits), forks a fresh child per program, in input order, each with
+ * its own temp directory, wall/CPU/memory limits and output capture, and cleans up after each before the next.
+ * Results come back in input order, with the same statuses as runProgram; `onResult(i, r)` is called as each
+ * one arrives. If the supervisor dies or stops reporting (a program killed it, it hung, it could not be set up),
+ * the programs it had not reported are run again one by one with runProgram, so none is reported wrongly.
+ */
+export async function runBatch(
+  programs: readonly string[],
+  limits?: Partial<SandboxLimits>,
+  onResult?: (index: number, result: SandboxResult) => void,
+): Promise<SandboxResult[]> {
+  const l = resolveLimits(limits);
+  const results = new Array<SandboxResult | undefined>(programs.length);
+  const info = sandboxInfo();
+  if (programs.length === 0) return [];
+  const deliver = (i: number, r: SandboxResult): void => {
+    if (results[i] !== undefined) return;
+    results[i] = r;
+    onResult?.(i, r);
+  };
+  if (!info.python) {
+    programs.forEach((_, i) => deliver(i, errorResult(`sandbox unavailable: ${info.notes.join('; ')}`)));
+    return results as SandboxResult[];
+  }
+  batchStats.batches++;
+  batchStats.programs += programs.length;
+  let dir: string | undefined;
+  let broken: string | undefined;
+  try {
+    dir = await mkdtemp(join(tmpdir(), 'distillery-sbx-'));
+    if (info.dropUid !== null) await chown(dir, info.dropUid, info.dropUid);
+    broken = await superviseBatch(info, dir, programs, l, deliver);
+  } catch (e) {
+    broken = `sandbox failure: ${(e as Error).message}`;
+  } finally {
+    if (dir) await removeDir(dir);
+  }
+  const missing = programs.map((_, i) => i).filter((i) => results[i] === undefined);
+  if (missing.length > 0) {
+    batchStats.brokenBatches++;
+    batchStats.rerunPrograms += missing.length;
+    const why = `run again on its own: ${broken ?? 'the batch supervisor did not report it'}`;
+    for (const i of missing) {
+      const r = await runProgram(programs[i]!, l);
+      r.note = r.note ? `${r.note} (${why})` : why;
+      deliver(i, r);
+    }
+  }
+  return results as SandboxResult[];
+}
+
+/** Runs one supervisor; resolves with why it ended early (or undefined when every program was reported). */
+function superviseBatch(
+  info: SandboxInfo,
+  dir: string,
+  programs: readonly string[],
+  l: SandboxLimits,
+  deliver: (i: number, r: SandboxResult) => void,
+): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    installExitHook();
+    const nonce = randomBytes(16).toString('hex');
+    const args = [
+      ...info.prefix.slice(1),
+      ...(info.prefix.length ? [info.python!] : []),
+      ...PYTHON_FLAGS,
+      '-c',
+      BATCH_SOURCE,
+      ...[l.cpuSeconds, l.memoryBytes, l.fileSizeBytes, l.openFiles, l.processes].map((v, k) => String(k === 0 ? Math.ceil(v) : Math.floor(v))),
+      String(info.dropUid ?? -1),
+      String(Math.ceil(l.wallMs)),
+      String(Math.floor(l.outputBytes)),
+    ];
+    const env: Record<string, string> = {
+      PATH: MIN_PATH,
+      HOME: dir,
+      TMPDIR: dir,
+      LANG: 'C.UTF-8',
+      LC_ALL: 'C.UTF-8',
+      PYTHONHASHSEED: '0',
+      PYTHONIOENCODING: 'utf-8',
+    };
+    const child = spawn(info.prefix[0] ?? info.python!, args, { cwd: dir, env, detached: true, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    const pgid = child.pid;
+    if (pgid !== undefined) activeGroups.add(pgid);
+    let reported = 0;
+    let why: string | undefined;
+    let inFlightGroup: number | null = null;
+    let settled = false;
+    let graceTimer: NodeJS.Timeout | undefined;
+    let watchdog: NodeJS.Timeout | undefined;
+    const errTail = new OutputCapture(4096);
+
+    const stop = (reason: string): void => {
+      why ??= reason;
+      if (pgid !== undefined) killGroup(pgid);
+      if (inFlightGroup !== null) killGroup(inFlightGroup);
+    };
+    const arm = (): void => {
+      if (watchdog) clearTimeout(watchdog);
+      watchdog = setTimeout(() => stop(`the batch supervisor stopped reporting for ${(l.wallMs + BATCH_SLACK_MS) / 1000} s`), l.wallMs + BATCH_SLACK_MS);
+    };
+    arm();
+
+    let buf: Buffer = Buffer.alloc(0);
+    const onFrame = (f: BatchFrame): void => {
+      if (typeof f.start === 'number') {
+        if (inFlightGroup !== null) activeGroups.delete(inFlightGroup);
+        inFlightGroup = typeof f.pgid === 'number' && f.pgid > 1 ? f.pgid : null;
+        if (inFlightGroup !== null) activeGroups.add(inFlightGroup);
+        return;
+      }
+      if (f.setupError !== undefined && f.i === undefined) {
+        stop(`batch supervisor setup failed: ${f.setupError}`);
+        return;
+      }
+      const i = f.i;
+      if (typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i >= programs.length) {
+        stop('the batch supervisor sent a malformed report');
+        return;
+      }
+      if (inFlightGroup !== null) activeGroups.delete(inFlightGroup);
+      inFlightGroup = null;
+      reported++;
+      deliver(i, batchResult(f, l));
+    };
+    const reportStream = child.stdio[3] as NodeJS.ReadableStream;
+    reportStream.on('data', (chunk: Buffer) => {
+      if (why) return;
+      arm();
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      for (;;) {
+        const nl = buf.indexOf(10);
+        if (nl < 0) {
+          if (buf.length > 256) stop('the batch supervisor sent a malformed report');
+          return;
+        }
+        const header = buf.subarray(0, nl).toString('latin1');
+        const m = /^([0-9a-f]{32}) (\d{1,10})$/.exec(header);
+        if (!m || m[1] !== nonce) {
+          stop('the batch supervisor sent a malformed report');
+          return;
+        }
+        const len = Number(m[2]);
+        if (buf.length < nl + 1 + len) return;
+        const body = buf.subarray(nl + 1, nl + 1 + len).toString('utf8');
+        buf = buf.subarray(nl + 1 + len);
+        let frame: BatchFrame;
+        try {
+          frame = JSON.parse(body) as BatchFrame;
+        } catch {
+          stop('the batch supervisor sent a malformed report');
+          return;
+        }
+        onFrame(frame);
+        if (why) return;
+      }
+    });
+    child.stdout!.on('data', () => {}); // the supervisor itself writes nothing; children have their own pipes
+    child.stderr!.on('data', (c: Buffer) => errTail.push(c));
+    for (const s of [child.stdin, child.stdout, child.stderr, reportStream]) (s as NodeJS.EventEmitter | null)?.on('error', () => {});
+    const payload = Buffer.from(JSON.stringify(programs), 'utf8');
+    child.stdin!.write(`${nonce}\n${payload.length}\n`);
+    child.stdin!.write(payload);
+
+    const finish = (): void => {
+      if (settled) return;
+      settled = true;
+      if (watchdog) clearTimeout(watchdog);
+      if (graceTimer) clearTimeout(graceTimer);
+      if (pgid !== undefined) activeGroups.delete(pgid);
+      if (inFlightGroup !== null) {
+        killGroup(inFlightGroup);
+        activeGroups.delete(inFlightGroup);
+      }
+      if (reported < programs.length && !why) {
+        const last = errTail.result().text.trim().split('\n').pop() ?? '';
+        why = `the batch supervisor ended after ${reported} of ${programs.length} programs${last ? `: ${last}` : ''}`;
+      }
+      resolve(reported < programs.length ? why : undefined);
+    };
+    child.on('error', (e) => {
+      why ??= `could not start the batch supervisor: ${e.message}`;
+      finish();
+    });
+    child.on('exit', () => {
+      // Whatever is left goes (inside a PID namespace the kernel has already done it: the supervisor was PID 1).
+      if (pgid !== undefined) killGroup(pgid);
+      if (inFlightGroup !== null) killGroup(inFlightGroup);
+      child.stdin?.destroy();
+      graceTimer = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        reportStream.removeAllListeners('data');
+        finish();
+      }, CLOSE_GRACE_MS);
+    });
+    child.on('close', finish);
+  });
+}
+
 export interface RunManyOptions {
   /** Programs run at once (default: the number of CPU cores available). */
   concurrency?: number;
   limits?: Partial<SandboxLimits>;
+  /**
+   * Programs per batch (one sandboxed supervisor each, see runBatch). Default: up to 32, fewer when there are
+   * few programs, so that every slot gets work. 1 runs each program in its own sandbox process (runProgram).
+   */
+  batchSize?: number;
 }
 
 /** The default concurrency (CPU cores available) or the given one, at least 1. */
@@ -570,26 +830,44 @@ export function limitsForConcurrency(limits: Partial<SandboxLimits> | undefined,
   return { ...base, processes: Math.max(base.processes, 4 * concurrency) };
 }
 
-/** Runs programs with bounded parallelism; results come back in input order. */
+const MAX_BATCH = 32;
+
+/** The batch size runMany uses: the given one, else up to 32 with at least two batches per slot when possible. */
+export function resolveBatchSize(programs: number, concurrency: number, batchSize?: number): number {
+  if (batchSize !== undefined) return Math.max(1, Math.floor(batchSize));
+  return Math.max(1, Math.min(MAX_BATCH, Math.ceil(programs / (2 * concurrency))));
+}
+
+/**
+ * Runs programs with bounded parallelism, in batches (runBatch): up to `concurrency` batches at once, each
+ * taking the next chunk of programs. Results come back in input order; onProgress is called after each program
+ * (with its index in `programs`).
+ */
 export async function runMany(
   programs: readonly string[],
   opts: RunManyOptions = {},
-  onProgress?: (done: number, total: number, last: SandboxResult) => void,
+  onProgress?: (done: number, total: number, last: SandboxResult, index: number) => void,
 ): Promise<SandboxResult[]> {
   const concurrency = resolveConcurrency(opts.concurrency);
   const limits = limitsForConcurrency(opts.limits, concurrency);
+  const size = resolveBatchSize(programs.length, concurrency, opts.batchSize);
   const results = new Array<SandboxResult>(programs.length);
   let next = 0;
   let done = 0;
+  const record = (i: number, r: SandboxResult): void => {
+    results[i] = r;
+    done++;
+    onProgress?.(done, programs.length, r, i);
+  };
   const worker = async (): Promise<void> => {
     while (next < programs.length) {
-      const i = next++;
-      const r = await runProgram(programs[i]!, limits);
-      results[i] = r;
-      done++;
-      onProgress?.(done, programs.length, r);
+      const start = next;
+      next = Math.min(programs.length, start + size);
+      if (size === 1) record(start, await runProgram(programs[start]!, limits));
+      else await runBatch(programs.slice(start, next), limits, (j, r) => record(start + j, r));
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, programs.length) }, worker));
+  const chunks = Math.ceil(programs.length / size);
+  await Promise.all(Array.from({ length: Math.min(concurrency, chunks) }, worker));
   return results;
 }

@@ -39,8 +39,10 @@ export interface ScoreResult {
   perTask: TaskScore[];
   /** Mean over tasks of per-task pass@k, with a percentile bootstrap interval over tasks. */
   passAtK: Record<number, { value: number; ci: [number, number] }>;
-  /** Programs run in total. */
+  /** Programs scored in total (copies included). */
   n: number;
+  /** Distinct programs actually executed: identical programs run once and share their outcome. */
+  executed: number;
   tasks: number;
   /** What isolation the programs ran under (sandboxLevel()). */
   sandbox: string;
@@ -93,9 +95,32 @@ export async function scoreCompletions(
     });
   });
 
+  // Identical programs (the same completion of the same task, which sampling produces often) run once and
+  // share the outcome: programs are deterministic (PYTHONHASHSEED is fixed), so a copy would get the same
+  // result. A flaky program (timing, randomness) gets one outcome for all its copies.
+  const unique: string[] = [];
+  const uniqueOf = new Map<string, number>();
+  const copies: number[] = [];
+  const slot = programs.map((p) => {
+    let u = uniqueOf.get(p);
+    if (u === undefined) {
+      u = unique.length;
+      uniqueOf.set(p, u);
+      unique.push(p);
+      copies.push(0);
+    }
+    copies[u]!++;
+    return u;
+  });
+
   const concurrency = resolveConcurrency(opts.concurrency);
   const limits = limitsForConcurrency(opts.limits, concurrency);
-  const results = await runMany(programs, { concurrency, limits }, (done, total) => onProgress?.(done, total));
+  let done = 0;
+  const uniqueResults = await runMany(unique, { concurrency, limits }, (_done, _total, _last, u) => {
+    // Progress counts programs, copies included, so it still ends at programs.length.
+    for (let c = 0; c < copies[u]!; c++) onProgress?.(++done, programs.length);
+  });
+  const results = slot.map((u) => uniqueResults[u]!);
 
   const statusCounts = Object.fromEntries(SANDBOX_STATUSES.map((s) => [s, 0])) as Record<SandboxStatus, number>;
   const byTask: SandboxResult[][] = tasks.map(() => []);
@@ -134,6 +159,7 @@ export async function scoreCompletions(
     perTask,
     passAtK: passAtKSummary,
     n: results.length,
+    executed: unique.length,
     tasks: tasks.length,
     sandbox: sandboxLevel(limits),
     statusCounts,

@@ -162,7 +162,14 @@ export function resolveSsdConfig(fromFile: Json, fromFlags: Json): SsdConfig {
   checkKeys(fromFlags, template, '');
   let cfg = deepMerge(deepMerge(template as SsdConfig, fromFile), fromFlags);
   if (cfg.train.lora) cfg = { ...cfg, train: { ...cfg.train, lora: deepMerge(DEFAULT_LORA, cfg.train.lora) } };
-  if (cfg.eval) cfg = { ...cfg, eval: deepMerge(EVAL_TEMPLATE, cfg.eval) };
+  if (cfg.eval) {
+    cfg = { ...cfg, eval: deepMerge(EVAL_TEMPLATE, cfg.eval) };
+    // Evaluation sees prompts the way sampling and training did, unless told otherwise.
+    const given = (src: Json): unknown => ((src.eval as Json | undefined)?.decoding as Json | undefined)?.chat_template;
+    if (given(fromFile) === undefined && given(fromFlags) === undefined) {
+      cfg.eval!.decoding = { ...cfg.eval!.decoding, chat_template: cfg.sampling.chat_template };
+    }
+  }
   if (!cfg.model) throw new UserError('no model given', 'pass --model NAME[:VERSION] or a model folder path');
   if (!cfg.prompts) throw new UserError('no prompts given', 'pass --prompts FILE.jsonl (one {"prompt": ...} per line)');
   checkDecoding(cfg.sampling, 'sampling');

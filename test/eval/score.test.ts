@@ -32,8 +32,9 @@ test('scoreCompletions gives the exact pass@k on a known task set', { skip: !has
   const progress: number[] = [];
   const r = await scoreCompletions(tasks, completions, { k: [2, 1, 4], concurrency: 2 }, (done) => progress.push(done));
   assert.equal(r.n, 12);
+  assert.equal(r.executed, 11); // add's first and last completions are the same program, run once
   assert.equal(r.tasks, 3);
-  assert.equal(progress.length, 12);
+  assert.deepEqual(progress, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
   assert.deepEqual(r.perTask.map((t) => [t.id, t.n, t.correct]), [['add', 4, 4], ['double', 4, 2], ['neg', 4, 0]]);
   assert.deepEqual(r.perTask[1]!.outcomes, ['pass', 'pass', 'fail', 'fail']);
   assert.deepEqual(r.perTask[2]!.outcomes, ['fail', 'memory', 'fail', 'fail']);
@@ -71,4 +72,25 @@ test('scoreCompletions refuses incomplete or inconsistent input', async () => {
   hole.set('add', ['a', 'b']);
   delete hole.get('add')![0];
   await reject(hole, [1], /completion 0 is missing/);
+});
+
+test('identical programs run once and share their outcome', { skip: !hasPython && 'no python3' }, async () => {
+  // 4 distinct programs among 16 completions (2 per task).
+  const dupTasks: CodeTask[] = [tasks[0]!, tasks[2]!];
+  const dup = new Map<string, string[]>([
+    ['add', [right, right, right, '    return a - b\n', right, '    return a - b\n', right, right]],
+    ['neg', ['    return -x\n', '    return -x\n', '    return x\n', '    return -x\n', '    return -x\n', '    return -x\n', '    return -x\n', '    return -x\n']],
+  ]);
+  const progress: number[] = [];
+  const r = await scoreCompletions(dupTasks, dup, { k: [1], concurrency: 2 }, (done, total) => {
+    assert.equal(total, 16);
+    progress.push(done);
+  });
+  assert.equal(r.n, 16);
+  assert.equal(r.executed, 4);
+  assert.deepEqual(progress, Array.from({ length: 16 }, (_, i) => i + 1));
+  assert.deepEqual(r.perTask[0]!.outcomes, ['pass', 'pass', 'pass', 'fail', 'pass', 'fail', 'pass', 'pass']);
+  assert.deepEqual(r.perTask[1]!.outcomes, ['pass', 'pass', 'fail', 'pass', 'pass', 'pass', 'pass', 'pass']);
+  assert.deepEqual(r.statusCounts, { pass: 13, fail: 3, timeout: 0, memory: 0, error: 0 });
+  assert.equal(r.perTask[0]!.firstFailure?.index, 3);
 });

@@ -45,7 +45,7 @@ test('`distillery eval` generates, executes in the sandbox and reports exact pas
 test('help is available for every command and unknown options fail with a usage hint', () => {
   const top = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
   assert.equal(top.status, 0);
-  for (const cmd of ['vault', 'ssd', 'eval', 'doctor']) assert.match(top.stdout, new RegExp(`\\n  ${cmd}\\b`));
+  for (const cmd of ['demo', 'vault', 'ssd', 'eval', 'doctor']) assert.match(top.stdout, new RegExp(`\\n  ${cmd}\\b`));
   for (const cmd of ['ssd', 'eval', 'vault import']) {
     const r = spawnSync(process.execPath, [CLI, ...cmd.split(' '), '--help'], { encoding: 'utf8' });
     assert.equal(r.status, 0, cmd);

@@ -37,3 +37,10 @@ test('bad values are named', () => {
   assert.throws(() => resolveSsdConfig(base, { train: { batch_size: 0 } }), /train.batch_size must be a positive/);
   assert.throws(() => resolveSsdConfig(base, { eval: { tasks: 't', n: 2, k: [5] } }), /1 ≤ k ≤ n/);
 });
+
+test('evaluation uses the chat template setting of sampling unless set on its own', () => {
+  const on = resolveSsdConfig(base, { sampling: { chat_template: true }, eval: { tasks: 't.jsonl' } });
+  assert.equal(on.eval?.decoding.chat_template, true);
+  const off = resolveSsdConfig(base, { sampling: { chat_template: true }, eval: { tasks: 't.jsonl', decoding: { chat_template: false } } });
+  assert.equal(off.eval?.decoding.chat_template, false);
+});
