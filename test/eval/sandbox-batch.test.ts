@@ -7,7 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -280,11 +282,15 @@ test('batch: results come back in input order, onResult once per program', { ski
   assert.deepEqual(await runBatch([]), []);
 });
 
-test('batch: when Distillery is killed outright, the running program and its children go too', { skip }, async () => {
+test('batch: when Distillery is killed outright, the running program and its children go too', { skip }, async (t) => {
   const marker = `distillery-test-${randomBytes(6).toString('hex')}`;
   const fixture = fileURLToPath(new URL('./fixtures/batch-orphan.ts', import.meta.url));
   const { spawn } = await import('node:child_process');
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture, marker], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // A Distillery killed outright cannot remove its temp dirs: give it a TMPDIR of its own, removed here.
+  const tmp = mkdtempSync(join(tmpdir(), 'distillery-test-'));
+  chmodSync(tmp, 0o755);
+  t.after(() => rmSync(tmp, { recursive: true, force: true }));
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture, marker], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TMPDIR: tmp } });
   await new Promise<void>((resolve, reject) => {
     child.stdout.on('data', (b: Buffer) => b.toString().includes('running') && resolve());
     child.on('exit', () => reject(new Error('the fixture ended early')));
