@@ -108,8 +108,8 @@ function planFor(opts: Options): Plan {
   return opts.quick
     ? { sampleWarmup: 1, sampleRepeats: 1, maxTokens: 64, batches: [1, 32], stopVariant: false,
         trainWarmupSteps: 1, trainSteps: 2, trainBatch: 16, seqLen: 128, trlNll: false }
-    : { sampleWarmup: 1, sampleRepeats: 3, maxTokens: 64, batches: [1, 32], stopVariant: true,
-        trainWarmupSteps: 2, trainSteps: 6, trainBatch: 16, seqLen: 128, trlNll: true };
+    : { sampleWarmup: 1, sampleRepeats: 5, maxTokens: 64, batches: [1, 32], stopVariant: true,
+        trainWarmupSteps: 2, trainSteps: 8, trainBatch: 16, seqLen: 128, trlNll: true };
 }
 
 function log(message: string): void {
@@ -363,7 +363,8 @@ async function main(): Promise<number> {
     console.log(`${name}: ${String(m.model_type)}, ${Number(m.parameters).toLocaleString('en-US')} parameters, vocab ${String(m.vocab_size)}`);
   }
   console.log(`device: ${String(host.device)}${host.gpu ? ` (${String(host.gpu)})` : ''}, ${String(host.threads)} torch threads; ` +
-    `tokens/s are medians (sampling: generated tokens per call; training: batch×seq tokens per optimizer step)\n`);
+    'tokens/s are medians (sampling: generated tokens per call; training: batch×seq tokens per optimizer step); ' +
+    `peak = ${host.device === 'cpu' ? 'highest RSS' : 'torch.cuda.max_memory_allocated'} during the timed part\n`);
   console.log(table(rows));
   const loads = measurements.flatMap((m) => m.results.flatMap((r) => (Array.isArray(r.loadavg_1m) ? (r.loadavg_1m as number[]) : [])));
   if (loads.length) {

@@ -142,12 +142,12 @@ const ssdFilter: DemoFilterConfig = {
 };
 
 const ssdTrainFull: DemoTrainConfig = {
-  // 200 steps × 32 ≈ 6 epochs of the ~1000 kept samples (the paper: ≈ 8 epochs).
-  max_steps: 200,
+  // 120 steps × 32 ≈ 4 epochs of the ~1000 kept samples (the paper: ≈ 8 epochs; fewer here for the time budget).
+  max_steps: 120,
   batch_size: 32,
   lr: 1e-3,
   min_lr: 0,
-  warmup_steps: 20,
+  warmup_steps: 12,
   max_seq_len: 256,
   weight_decay: 0,
   betas: [0.9, 0.95],
@@ -188,10 +188,10 @@ export const DEMO_CONFIGS: Record<SuiteSize, DemoConfig> = {
     size: 'fast',
     suiteSeed: 0,
     model,
-    baseTrain: { ...baseTrainFull, max_steps: 150, warmup_steps: 15 },
+    baseTrain: { ...baseTrainFull, max_steps: 100, warmup_steps: 10 },
     ssdSample: ssdSampleFull,
     ssdFilter,
-    ssdTrain: { ...ssdTrainFull, max_steps: 30, warmup_steps: 3 },
+    ssdTrain: { ...ssdTrainFull, max_steps: 20, warmup_steps: 2 },
     evalDecode: { ...evalDecodeFull, n: 2 },
     baseTemperatureGrid: [0, 1.0],
     bootstrapResamples: 500,

@@ -18,6 +18,8 @@ export interface DemoPlan {
   evalN: number;
   evalDecoding: Decoding;
   grid: number[];
+  /** The distilled model is scored greedily and at the evaluation temperature (the full grid costs time). */
+  distilledGrid: number[];
 }
 
 function approxParams(m: DemoModelConfig): number {
@@ -68,5 +70,6 @@ export function demoPlan(size: SuiteSize): DemoPlan {
     evalN: c.evalDecode.n,
     evalDecoding: decoding(c.evalDecode),
     grid: c.baseTemperatureGrid,
+    distilledGrid: [...new Set([0, c.evalDecode.temperature])],
   };
 }

@@ -138,17 +138,17 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   const distilled = await takeModel(ssd.model, home);
 
   // 4. The temperature grid for both models: a decoding-only gain stays visible.
-  const grid = async (dir: string, digest: string, label: string): Promise<GridPoint[]> => {
+  const grid = async (temps: number[], dir: string, digest: string, label: string): Promise<GridPoint[]> => {
     const points: GridPoint[] = [];
-    for (const t of plan.grid) {
+    for (const t of temps) {
       const decoding = { ...plan.evalDecoding, temperature: t };
       const e = await evalAt(decoding, t === 0 ? 1 : plan.evalN, dir, digest, `${label} T=${t}`);
       points.push({ temperature: t, decoding, ...measured(e) });
     }
     return points;
   };
-  const baseGrid = await timed('grid base', () => grid(base.dir, base.digest, 'base grid'));
-  const distilledGrid = await timed('grid distilled', () => grid(distilled.dir, distilled.digest, 'SSD grid'));
+  const baseGrid = await timed('grid base', () => grid(plan.grid, base.dir, base.digest, 'base grid'));
+  const distilledGrid = await timed('grid distilled', () => grid(plan.distilledGrid, distilled.dir, distilled.digest, 'SSD grid'));
   const baseBest = baseGrid.reduce((a, b) => (b['pass@1'] > a['pass@1'] ? b : a));
 
   const ev = ssd.evaluation!;
