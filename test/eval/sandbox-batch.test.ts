@@ -56,6 +56,13 @@ async function inBatch(program: string, limits?: Partial<SandboxLimits>): Promis
   return r!;
 }
 
+// Fixtures run as their own Node processes: from source under tsx, or compiled beside this file in dist/.
+const fromSource = import.meta.url.endsWith('.ts');
+const loader = fromSource ? ['--import', 'tsx'] : [];
+function fixturePath(name: string): string {
+  return fileURLToPath(new URL(`./fixtures/${name}${fromSource ? '.ts' : '.js'}`, import.meta.url));
+}
+
 test('batch: pass, fail, syntax error and tracebacks as in single mode', { skip }, async () => {
   const [ok, bad, syntax] = await runBatch(['def f(x):\n    return x + 1\n\nassert f(1) == 2\nprint("fine")\n', 'def f(x):\n    return x\n\nassert f(1) == 2\n', 'def f(:\n']);
   assert.equal(ok!.status, 'pass', ok!.stderr + ok!.note);
@@ -249,8 +256,8 @@ test('batch: a program that kills its supervisor does not make the others misrep
   assert.equal(rs[0]!.stdout, 'before\n');
   assert.equal(rs[2]!.stdout, 'after\n');
   // The same batch where the supervisor really dies: no namespaces (another process: the probe is cached).
-  const fixture = fileURLToPath(new URL('./fixtures/batch-kill-supervisor.ts', import.meta.url));
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fixture], {
+  const fixture = fixturePath('batch-kill-supervisor');
+  const { stdout } = await promisify(execFile)(process.execPath, [...loader, fixture], {
     env: { ...process.env, DISTILLERY_SANDBOX_NAMESPACES: 'off' },
     encoding: 'utf8',
     timeout: 30_000,
@@ -284,13 +291,13 @@ test('batch: results come back in input order, onResult once per program', { ski
 
 test('batch: when Distillery is killed outright, the running program and its children go too', { skip }, async (t) => {
   const marker = `distillery-test-${randomBytes(6).toString('hex')}`;
-  const fixture = fileURLToPath(new URL('./fixtures/batch-orphan.ts', import.meta.url));
+  const fixture = fixturePath('batch-orphan');
   const { spawn } = await import('node:child_process');
   // A Distillery killed outright cannot remove its temp dirs: give it a TMPDIR of its own, removed here.
   const tmp = mkdtempSync(join(tmpdir(), 'distillery-test-'));
   chmodSync(tmp, 0o755);
   t.after(() => rmSync(tmp, { recursive: true, force: true }));
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture, marker], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TMPDIR: tmp } });
+  const child = spawn(process.execPath, [...loader, fixture, marker], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TMPDIR: tmp } });
   await new Promise<void>((resolve, reject) => {
     child.stdout.on('data', (b: Buffer) => b.toString().includes('running') && resolve());
     child.on('exit', () => reject(new Error('the fixture ended early')));
