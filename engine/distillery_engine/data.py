@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -36,6 +36,19 @@ class TokenizedExample:
     labels: list[int]  # same length as input_ids; IGNORE_INDEX where no loss is taken
 
 
+def parse_object_line(line: str, where: str, *, column: bool = False) -> dict[str, Any]:
+    """One JSONL line that must be a JSON object. Errors start with `where` (file and line number) and, when
+    `column` is set, say at which column the JSON broke."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        at = f" at column {e.colno}" if column else ""
+        raise ValueError(f"{where}: not valid JSON ({e.msg}{at})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def load_examples(path: str | os.PathLike[str]) -> list[Example]:
     """Read and validate a JSONL file of {"prompt": str, "completion": str} objects (other keys are ignored).
 
@@ -49,12 +62,7 @@ def load_examples(path: str | os.PathLike[str]) -> list[Example]:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            obj = parse_object_line(line, f"{p}:{lineno}")
             for key in ("prompt", "completion"):
                 if key not in obj:
                     raise ValueError(f"{p}:{lineno}: missing field {key!r}")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .data import parse_object_line
 from .events import EventLog, dumps
 from .generate import SamplingParams, iter_generate
 from .models import choose_placement, load_model
@@ -51,12 +52,7 @@ def read_prompts(path: str | os.PathLike[str]) -> list[str]:
         if not line.strip():
             # Skipping it would shift every later prompt_index, so refuse.
             raise ValueError(f"{where}: empty line (every line must be a JSON object with a \"prompt\" string)")
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        record = parse_object_line(line, where, column=True)
         if not isinstance(record.get("prompt"), str):
             raise ValueError(f"{where}: \"prompt\" must be a string")
         prompts.append(record["prompt"])

@@ -49,11 +49,17 @@ def tiny_config(model_type: str) -> dict:
     }
 
 
-def make_tiny_model(out_dir: Path, model_type: str = "llama", seed: int = 0) -> Path:
-    """A randomly initialised char-level model saved in Hugging Face layout."""
-    build_char_tokenizer(ALPHABET, out_dir)
-    model = build_model_from_config(tiny_config(model_type), seed=seed)
-    save_model(model, load_tokenizer(out_dir), out_dir)
+def make_tiny_model(
+    out_dir: Path, model_type: str = "llama", seed: int = 0, alphabet: str = ALPHABET, config: dict | None = None
+) -> Path:
+    """A randomly initialised char-level model saved in Hugging Face layout: tiny_config(model_type), or
+    `config` with the vocabulary size of the tokenizer built for `alphabet`."""
+    build_char_tokenizer(alphabet, out_dir)
+    tokenizer = load_tokenizer(out_dir)
+    if config is not None:
+        config = {**config, "vocab_size": len(tokenizer)}
+    model = build_model_from_config(config if config is not None else tiny_config(model_type), seed=seed)
+    save_model(model, tokenizer, out_dir)
     return out_dir
 
 

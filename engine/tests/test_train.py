@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ENGINE_DIR, engine_env
+from conftest import ENGINE_DIR, engine_env, make_tiny_model
 from safetensors.torch import load_file
 
 from distillery_engine.data import (
@@ -24,14 +24,7 @@ from distillery_engine.data import (
     tokenize_examples,
 )
 from distillery_engine.jobs import run_job
-from distillery_engine.models import (
-    build_char_tokenizer,
-    build_model_from_config,
-    choose_placement,
-    load_model,
-    load_tokenizer,
-    save_model,
-)
+from distillery_engine.models import build_char_tokenizer, choose_placement, load_model, load_tokenizer, save_model
 from distillery_engine.train import (
     list_checkpoints,
     lr_factor,
@@ -230,9 +223,7 @@ def test_bf16_autocast_keeps_fp32_master_weights(tmp_path: Path) -> None:
 
 
 def test_lora_trains_only_the_adapter_and_merges_faithfully(tmp_path: Path) -> None:
-    tok = char_tokenizer(tmp_path)
-    base = build_model_from_config({**TINY_CONFIG, "vocab_size": len(tok)}, seed=3)
-    save_model(base, tok, tmp_path / "base")
+    tok = load_tokenizer(make_tiny_model(tmp_path / "base", seed=3, alphabet=ALPHABET, config=TINY_CONFIG))
     base_weights = load_file(str(tmp_path / "base" / "model.safetensors"))
     lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
     spec = tiny_spec(tmp_path, init=None, model=str(tmp_path / "base"), lora=lora, lr=2e-2, max_steps=6, checkpoint_every=3)

@@ -1,4 +1,86 @@
 /**
+ * Python shared by LAUNCHER_SOURCE and BATCH_SOURCE (placed at the top of both): setting the rlimits and dropping
+ * the uid, running a program in a given `__main__` namespace with the pass/fail rules, flushing its output and
+ * printing its traceback. Each piece of this logic exists only here; the scripts differ in how they get the
+ * program and report.
+ */
+const COMMON_SOURCE = String.raw`
+import os, sys, resource as R, builtins
+
+def limit(res, soft, hard):
+    if soft < 0:
+        return
+    cur = R.getrlimit(res)[1]
+    if cur != R.RLIM_INFINITY:
+        hard = min(hard, cur)
+        soft = min(soft, hard)
+    R.setrlimit(res, (soft, hard))
+
+def confine(cpu, mem, fsize, nofile, nproc, uid):
+    # The rlimits (soft = hard; CPU: hard = soft + 1 s so SIGXCPU comes first; -1 leaves one as it is), core
+    # dumps off, then, when uid >= 0, RLIMIT_NPROC and the uid/gid drop with no supplementary groups.
+    limit(R.RLIMIT_CORE, 0, 0)
+    limit(R.RLIMIT_CPU, cpu, cpu + 1)
+    limit(R.RLIMIT_AS, mem, mem)
+    limit(R.RLIMIT_FSIZE, fsize, fsize)
+    limit(R.RLIMIT_NOFILE, nofile, nofile)
+    if uid >= 0:
+        limit(R.RLIMIT_NPROC, nproc, nproc)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+def run_child(prepare, tell):
+    # The end of a sandboxed child: prepare() sets it up and returns (path, namespace, source or None to read
+    # the file at path); the program then runs in that namespace, in this very frame (no extra stack depth),
+    # its output is flushed, tell(outcome) reports, and the child exits. The outcome is "pass" only when the
+    # program ran to its end: a SystemExit (sys.exit/exit/quit) or os._exit before the end means the tests did
+    # not all run, which is a failure (as in HumanEval's harness), not a pass.
+    code = 1
+    outcome = 'exception'
+    try:
+        path, g, source = prepare()
+        try:
+            if source is None:
+                with open(path, 'rb') as f:
+                    source = f.read()
+            exec(compile(source, path, 'exec'), g)
+            outcome = 'pass'
+            code = 0
+        except MemoryError:
+            outcome = 'memory'
+            g.clear()
+            show_traceback()
+        except SystemExit as e:
+            outcome = 'exit ' + repr(e.code).replace('\n', ' ')[:100]
+        except BaseException:
+            show_traceback()
+    finally:
+        flush_output()
+        tell(outcome)
+        os._exit(code)
+
+def flush_output():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+def show_traceback():
+    try:
+        import traceback
+        kind, value, tb = sys.exc_info()
+        # Skip run_child's own frame: the traceback starts in the program.
+        traceback.print_exception(kind, value, tb.tb_next if tb is not None else None)
+    except BaseException:
+        try:
+            os.write(2, b'(traceback unavailable)\n')
+        except OSError:
+            pass
+`;
+
+/**
  * The Python launcher that runs inside the sandbox, before and around the untrusted program. It is passed to
  * `python3 -s -S -B -c` (so nothing is written to disk for it) with these arguments:
  *
@@ -21,8 +103,8 @@
  * program starts do not get it). The nonce keeps a program from forging a pass by accident; it is not a
  * defence against a program written to attack the harness, which could read it from its own memory.
  */
-export const LAUNCHER_SOURCE = String.raw`
-import os, sys, resource as R, select, builtins
+export const LAUNCHER_SOURCE = String.raw`${COMMON_SOURCE}
+import select
 
 def main():
     prog = sys.argv[1]
@@ -36,33 +118,15 @@ def main():
         except OSError:
             pass
 
-    def limit(res, soft, hard):
-        if soft < 0:
-            return
-        cur = R.getrlimit(res)[1]
-        if cur != R.RLIM_INFINITY:
-            hard = min(hard, cur)
-            soft = min(soft, hard)
-        R.setrlimit(res, (soft, hard))
-
     try:
-        limit(R.RLIMIT_CORE, 0, 0)
-        limit(R.RLIMIT_CPU, cpu, cpu + 1)
-        limit(R.RLIMIT_AS, mem, mem)
-        limit(R.RLIMIT_FSIZE, fsize, fsize)
-        limit(R.RLIMIT_NOFILE, nofile, nofile)
-        if uid >= 0:
-            limit(R.RLIMIT_NPROC, nproc, nproc)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
+        confine(cpu, mem, fsize, nofile, nproc, uid)
         pid = os.fork()
     except BaseException as e:
         report('setup-error ' + repr(e).replace('\n', ' ')[:300])
         os._exit(70)
 
     if pid == 0:
-        run_program(prog, report)
+        run_child(lambda: prepare_program(prog), lambda text: report('child ' + text))
 
     try:
         pfd = os.pidfd_open(pid)
@@ -89,50 +153,13 @@ def main():
     report('exit %d cpu %.3f' % (code, used))
     os._exit(code)
 
-def run_program(prog, report):
-    code = 1
-    outcome = 'exception'
-    try:
-        fd = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(fd, 0)
-        os.close(fd)
-        sys.argv = [prog]
-        builtins.exit = builtins.quit = sys.exit
-        g = {'__name__': '__main__', '__file__': prog, '__builtins__': builtins}
-        try:
-            with open(prog, 'rb') as f:
-                source = f.read()
-            exec(compile(source, prog, 'exec'), g)
-            outcome = 'pass'
-            code = 0
-        except MemoryError:
-            outcome = 'memory'
-            g.clear()
-            show_traceback()
-        except SystemExit as e:
-            outcome = 'exit ' + repr(e.code).replace('\n', ' ')[:100]
-        except BaseException:
-            show_traceback()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        report('child ' + outcome)
-        os._exit(code)
-
-def show_traceback():
-    try:
-        import traceback
-        kind, value, tb = sys.exc_info()
-        # Skip the launcher's own frame: the traceback starts in the program.
-        traceback.print_exception(kind, value, tb.tb_next if tb is not None else None)
-    except BaseException:
-        try:
-            os.write(2, b'(traceback unavailable)\n')
-        except OSError:
-            pass
+def prepare_program(prog):
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+    sys.argv = [prog]
+    builtins.exit = builtins.quit = sys.exit
+    return prog, {'__name__': '__main__', '__file__': prog, '__builtins__': builtins}, None
 
 main()
 `;
@@ -182,17 +209,9 @@ print(ns('net'), ns('pid'), ns('ipc'), os.getuid(), procs)
  * the runner, null inside a PID namespace) so the runner can kill an orphaned program if the supervisor dies.
  * Children report their outcome to the supervisor on a pipe of their own, never on fd 3.
  */
-export const BATCH_SOURCE = String.raw`
-import os, sys, resource as R, select, builtins, signal, json, time, traceback
-
-def limit(res, soft, hard):
-    if soft < 0:
-        return
-    cur = R.getrlimit(res)[1]
-    if cur != R.RLIM_INFINITY:
-        hard = min(hard, cur)
-        soft = min(soft, hard)
-    R.setrlimit(res, (soft, hard))
+export const BATCH_SOURCE = String.raw`${COMMON_SOURCE}
+# traceback is loaded here, before any child's memory limit, so show_traceback need not import it under one.
+import select, signal, json, time, traceback
 
 class Capture:
     def __init__(self, cap):
@@ -296,15 +315,7 @@ def main():
     del buf, parts
     S['in_ns'] = os.getpid() == 1
     try:
-        limit(R.RLIMIT_CORE, 0, 0)
-        limit(R.RLIMIT_AS, mem, mem)
-        limit(R.RLIMIT_FSIZE, fsize, fsize)
-        limit(R.RLIMIT_NOFILE, nofile, nofile)
-        if uid >= 0:
-            limit(R.RLIMIT_NPROC, nproc, nproc)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
+        confine(-1, mem, fsize, nofile, nproc, uid)  # RLIMIT_CPU is set per program, in the child
         devnull = os.open(os.devnull, os.O_RDONLY)
     except BaseException as e:
         send({'setupError': repr(e).replace('\n', ' ')[:300]})
@@ -369,7 +380,8 @@ def run_one(i, src, base, devnull, cpu, mem, fsize, wall_ms, out_cap, programs):
         return res
     if pid == 0:
         programs.clear()
-        child(src, d, devnull, (3, r_out, r_err, r_rep), w_out, w_err, w_rep, cpu, mem)
+        tell = reporter(w_rep)
+        run_child(lambda: prepare_child(src, d, devnull, (3, r_out, r_err, r_rep), w_out, w_err, tell, cpu, mem), tell)
     S['child'] = pid
     start = time.monotonic()
     for fd in (w_out, w_err, w_rep):
@@ -469,9 +481,8 @@ def run_one(i, src, base, devnull, cpu, mem, fsize, wall_ms, out_cap, programs):
         res['cleanup'] = note
     return res
 
-def child(src, d, devnull, close_fds, w_out, w_err, w_rep, cpu, mem):
-    code = 1
-    outcome = 'exception'
+def reporter(w_rep):
+    # How a child reports its outcome to the supervisor: "NONCE TEXT" lines on its own pipe.
     prefix = S['nonce'] + ' '
 
     def tell(text):
@@ -479,69 +490,41 @@ def child(src, d, devnull, close_fds, w_out, w_err, w_rep, cpu, mem):
             os.write(w_rep, (prefix + text + '\n').encode('utf-8', 'replace'))
         except OSError:
             pass
+    return tell
 
+def prepare_child(src, d, devnull, close_fds, w_out, w_err, tell, cpu, mem):
     try:
-        try:
-            os.setsid()
-            for fd in close_fds:
-                os.close(fd)
-            os.dup2(devnull, 0)
-            os.dup2(w_out, 1)
-            os.dup2(w_err, 2)
-            for fd in (devnull, w_out, w_err):
-                os.close(fd)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            limit(R.RLIMIT_CPU, cpu, cpu + 1)
-            limit(R.RLIMIT_AS, mem, mem)
-            os.chdir(d)
-            os.environ['HOME'] = d
-            os.environ['TMPDIR'] = d
-            path = os.path.join(d, 'program.py')
-            source = src.encode('utf-8', 'replace')
-            del src
-            with open(path, 'wb') as f:
-                f.write(source)
-            S.clear()
-        except BaseException as e:
-            tell('setup-error ' + repr(e).replace('\n', ' ')[:300])
-            os._exit(70)
-        sys.argv = [path]
-        builtins.exit = builtins.quit = sys.exit
-        mod = type(sys)('__main__')
-        g = mod.__dict__
-        g['__file__'] = path
-        g['__builtins__'] = builtins
-        sys.modules['__main__'] = mod
-        try:
-            exec(compile(source, path, 'exec'), g)
-            outcome = 'pass'
-            code = 0
-        except MemoryError:
-            outcome = 'memory'
-            g.clear()
-            show_traceback()
-        except SystemExit as e:
-            outcome = 'exit ' + repr(e.code).replace('\n', ' ')[:100]
-        except BaseException:
-            show_traceback()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        tell(outcome)
-        os._exit(code)
-
-def show_traceback():
-    try:
-        kind, value, tb = sys.exc_info()
-        traceback.print_exception(kind, value, tb.tb_next if tb is not None else None)
-    except BaseException:
-        try:
-            os.write(2, b'(traceback unavailable)\n')
-        except OSError:
-            pass
+        os.setsid()
+        for fd in close_fds:
+            os.close(fd)
+        os.dup2(devnull, 0)
+        os.dup2(w_out, 1)
+        os.dup2(w_err, 2)
+        for fd in (devnull, w_out, w_err):
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        limit(R.RLIMIT_CPU, cpu, cpu + 1)
+        limit(R.RLIMIT_AS, mem, mem)
+        os.chdir(d)
+        os.environ['HOME'] = d
+        os.environ['TMPDIR'] = d
+        path = os.path.join(d, 'program.py')
+        source = src.encode('utf-8', 'replace')
+        del src
+        with open(path, 'wb') as f:
+            f.write(source)
+        S.clear()
+    except BaseException as e:
+        tell('setup-error ' + repr(e).replace('\n', ' ')[:300])
+        os._exit(70)
+    sys.argv = [path]
+    builtins.exit = builtins.quit = sys.exit
+    mod = type(sys)('__main__')
+    g = mod.__dict__
+    g['__file__'] = path
+    g['__builtins__'] = builtins
+    sys.modules['__main__'] = mod
+    return path, g, source
 
 main()
 `;

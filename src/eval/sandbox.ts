@@ -30,7 +30,7 @@
  * child forked from the pristine supervisor, with its own temp dir, process group and limits; what is shared
  * within a batch and what is not is in docs/sandbox.md ("Batch mode").
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readlinkSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -368,6 +368,34 @@ function parseReport(text: string, nonce: string): Report {
   return r;
 }
 
+/** The environment a sandboxed process gets: built from scratch, with `dir` as HOME and TMPDIR. */
+function sandboxEnv(dir: string): Record<string, string> {
+  return {
+    PATH: MIN_PATH,
+    HOME: dir,
+    TMPDIR: dir,
+    LANG: 'C.UTF-8',
+    LC_ALL: 'C.UTF-8',
+    PYTHONHASHSEED: '0',
+    PYTHONIOENCODING: 'utf-8',
+  };
+}
+
+/**
+ * After a sandbox process has exited: closes its stdin and, CLOSE_GRACE_MS later, stops waiting for its other
+ * pipes and calls `finish` — a process that escaped the group (possible only without a PID namespace) may
+ * hold them open. Returns the timer, which `finish` clears when the pipes close first.
+ */
+function closeAfterExit(child: ChildProcess, reportStream: NodeJS.ReadableStream, finish: () => void): NodeJS.Timeout {
+  child.stdin?.destroy();
+  return setTimeout(() => {
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    reportStream.removeAllListeners('data');
+    finish();
+  }, CLOSE_GRACE_MS);
+}
+
 function errorResult(message: string, durationMs = 0): SandboxResult {
   return { status: 'error', exitCode: null, signal: null, durationMs, stdout: '', stderr: '', stdoutTruncated: false, stderrTruncated: false, note: message };
 }
@@ -407,16 +435,7 @@ export async function runProgram(program: string, limits?: Partial<SandboxLimits
       String(Math.floor(l.processes)),
       String(info.dropUid ?? -1),
     ];
-    const env: Record<string, string> = {
-      PATH: MIN_PATH,
-      HOME: dir,
-      TMPDIR: dir,
-      LANG: 'C.UTF-8',
-      LC_ALL: 'C.UTF-8',
-      PYTHONHASHSEED: '0',
-      PYTHONIOENCODING: 'utf-8',
-    };
-    const result = await execute(info.prefix[0] ?? info.python, args, dir, env, nonce, l, started);
+    const result = await execute(info.prefix[0] ?? info.python, args, dir, sandboxEnv(dir), nonce, l, started);
     const cleanup = await removeDir(dir);
     if (cleanup) result.note = result.note ? `${result.note}; ${cleanup}` : cleanup;
     return result;
@@ -506,14 +525,7 @@ function execute(
       // while any member is alive; if none is, the kill finds nothing (ESRCH), barring a pid wrap-around in
       // the microseconds since the leader was reaped.
       kill();
-      child.stdin?.destroy();
-      // A process that escaped the group (possible only without a PID namespace) may hold the pipes open.
-      graceTimer = setTimeout(() => {
-        child.stdout?.destroy();
-        child.stderr?.destroy();
-        reportStream.removeAllListeners('data');
-        finish();
-      }, CLOSE_GRACE_MS);
+      graceTimer = closeAfterExit(child, reportStream, finish);
     });
     child.on('close', finish);
   });
@@ -677,16 +689,7 @@ function superviseBatch(
       String(Math.ceil(l.wallMs)),
       String(Math.floor(l.outputBytes)),
     ];
-    const env: Record<string, string> = {
-      PATH: MIN_PATH,
-      HOME: dir,
-      TMPDIR: dir,
-      LANG: 'C.UTF-8',
-      LC_ALL: 'C.UTF-8',
-      PYTHONHASHSEED: '0',
-      PYTHONIOENCODING: 'utf-8',
-    };
-    const child = spawn(info.prefix[0] ?? info.python!, args, { cwd: dir, env, detached: true, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(info.prefix[0] ?? info.python!, args, { cwd: dir, env: sandboxEnv(dir), detached: true, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
     const pgid = child.pid;
     if (pgid !== undefined) activeGroups.add(pgid);
     let reported = 0;
@@ -793,13 +796,7 @@ function superviseBatch(
       // Whatever is left goes (inside a PID namespace the kernel has already done it: the supervisor was PID 1).
       if (pgid !== undefined) killGroup(pgid);
       if (inFlightGroup !== null) killGroup(inFlightGroup);
-      child.stdin?.destroy();
-      graceTimer = setTimeout(() => {
-        child.stdout?.destroy();
-        child.stderr?.destroy();
-        reportStream.removeAllListeners('data');
-        finish();
-      }, CLOSE_GRACE_MS);
+      graceTimer = closeAfterExit(child, reportStream, finish);
     });
     child.on('close', finish);
   });

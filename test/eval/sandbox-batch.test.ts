@@ -7,32 +7,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { runBatch, runMany, runProgram, sandboxInfo, type SandboxLimits, type SandboxResult } from '../../src/eval/sandbox.js';
+import { processesWith, TEMP_DIR_PROGRAM } from './sandbox-helpers.js';
 
 const info = sandboxInfo();
 const hasPython = info.python !== null;
 const skip = !hasPython && 'no python3';
-
-function processesWith(needle: string): number[] {
-  const found: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      const state = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.[0];
-      if (cmd.includes(needle) && state !== 'Z') found.push(Number(p));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return found;
-}
 
 const BEFORE = 'x = 1\nassert x == 1\nprint("before")\n';
 // Checks that nothing of the program before it is visible: globals, monkeypatches, cwd, environment.
@@ -190,16 +176,7 @@ test('batch: no network', { skip }, async (t) => {
 });
 
 test('batch: each program gets its own temp dir, removed afterwards', { skip }, async () => {
-  const program = [
-    'import os, tempfile',
-    'print(os.getcwd())',
-    'open("out.txt", "w").write("data")',
-    'os.makedirs("a/b")',
-    'open("a/b/c.txt", "w").write("x")',
-    'os.chmod("a", 0)',
-    'assert os.environ["HOME"] == os.getcwd() == tempfile.gettempdir()',
-  ].join('\n');
-  const rs = await runBatch([program, program, AFTER]);
+  const rs = await runBatch([TEMP_DIR_PROGRAM, TEMP_DIR_PROGRAM, AFTER]);
   assert.deepEqual(rs.map((r) => r.status), ['pass', 'pass', 'pass'], rs.map((r) => r.stderr).join('\n'));
   const [d0, d1] = rs.slice(0, 2).map((r) => r.stdout.trim());
   assert.match(d0!, /distillery-sbx-/);

@@ -2,29 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { runMany, runProgram, sandboxInfo, sandboxLevel } from '../../src/eval/sandbox.js';
+import { processesWith, TEMP_DIR_PROGRAM } from './sandbox-helpers.js';
 
 const info = sandboxInfo();
 const hasPython = info.python !== null;
-
-/** Pids of live processes whose command line contains `needle`. */
-function processesWith(needle: string): number[] {
-  const found: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      const state = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.[0];
-      if (cmd.includes(needle) && state !== 'Z') found.push(Number(p));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return found;
-}
 
 /** The sandbox's temp dir, which the test programs print first. */
 function cwdOf(stdout: string): string {
@@ -163,17 +148,7 @@ test('no network: a connection to a local open port fails inside the sandbox', {
 });
 
 test('writes go to the temp dir, which is removed afterwards', { skip: !hasPython && 'no python3' }, async () => {
-  const r = await runProgram(
-    [
-      'import os, tempfile',
-      'print(os.getcwd())',
-      'open("out.txt", "w").write("data")',
-      'os.makedirs("a/b")',
-      'open("a/b/c.txt", "w").write("x")',
-      'os.chmod("a", 0)',
-      'assert os.environ["HOME"] == os.getcwd() == tempfile.gettempdir()',
-    ].join('\n'),
-  );
+  const r = await runProgram(TEMP_DIR_PROGRAM);
   assert.equal(r.status, 'pass', r.stderr);
   const dir = cwdOf(r.stdout);
   assert.equal(existsSync(dir), false);
