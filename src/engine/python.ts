@@ -32,5 +32,13 @@ export function engineCommand(): EngineCommand {
     TRANSFORMERS_OFFLINE: '1',
     TOKENIZERS_PARALLELISM: 'false',
   };
+  // CPU threads for torch: its default (one per core) is fastest on an idle machine; on a busy one, fewer
+  // threads avoid OpenMP spinning against other processes (DISTILLERY_THREADS=1).
+  const threads = process.env.DISTILLERY_THREADS;
+  if (threads) {
+    if (!/^[1-9][0-9]*$/.test(threads)) throw new UserError(`DISTILLERY_THREADS must be a whole number ≥ 1 (got "${threads}")`);
+    env.OMP_NUM_THREADS = threads;
+    env.MKL_NUM_THREADS = threads;
+  }
   return { python, env };
 }
