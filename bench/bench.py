@@ -49,7 +49,7 @@ from distillery_engine.models import (
 # the engine's per-token stop-string check on every token while generating exactly as many tokens as `engine`.
 NEVER_STOP = "<|never|>"
 # First code point of the filler characters that pad the `char-padded` tokenizer to a large vocabulary
-# (CJK ideographs onwards; 32000 ids stay below the surrogate range).
+# (CJK ideographs onwards, surrogates skipped).
 FILLER_START = 0x4E00
 
 
@@ -169,9 +169,25 @@ def write_tokenizer(spec: dict[str, Any], out_dir: Path) -> None:
         filler = spec["vocab_size"] - 4 - len(distinct)  # 4 special tokens
         if filler < 0:
             raise ValueError("char-padded tokenizer: vocab_size is smaller than the alphabet")
-        build_char_tokenizer("".join(distinct) + "".join(chr(FILLER_START + i) for i in range(filler)), out_dir)
+        build_char_tokenizer("".join(distinct) + "".join(filler_chars(filler, set(distinct))), out_dir)
     else:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected char or char-padded")
+
+
+def filler_chars(count: int, taken: set[str]) -> list[str]:
+    """`count` distinct characters from FILLER_START upwards, skipping surrogates and the alphabet's own."""
+    out: list[str] = []
+    code = FILLER_START
+    while len(out) < count:
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        if code > 0x10FFFF:
+            raise ValueError("char-padded tokenizer: vocab_size is larger than Unicode")
+        ch = chr(code)
+        if ch not in taken:
+            out.append(ch)
+        code += 1
+    return out
 
 
 def random_text(rng: random.Random, alphabet: str, length: int) -> str:

@@ -151,8 +151,9 @@ function sha256(text: string): string {
 /** Install the pinned TRL packages into bench/.pydeps unless the requirements file is unchanged since. */
 async function ensureTrlDeps(py: string, logFile: string): Promise<void> {
   const stampFile = join(PYDEPS, '.stamp');
-  const stamp = sha256(`${readFileSync(TRL_REQUIREMENTS, 'utf8')}\n${py}`);
-  if (existsSync(stampFile) && readFileSync(stampFile, 'utf8').trim() === stamp) return;
+  const stamp = sha256(readFileSync(TRL_REQUIREMENTS, 'utf8'));
+  const installed = existsSync(join(PYDEPS_SITE, 'trl')) && existsSync(stampFile) && readFileSync(stampFile, 'utf8').trim() === stamp;
+  if (installed) return;
   log(`installing the TRL side's packages into bench/.pydeps (${TRL_REQUIREMENTS.slice(ROOT.length + 1)})`);
   rmSync(PYDEPS, { recursive: true, force: true });
   const env = {
