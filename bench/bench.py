@@ -5,11 +5,12 @@ stdout (everything else goes to stderr), so the driver can read it whatever the 
 
     python bench/bench.py info
     python bench/bench.py prepare --model NAME --models bench/models.json --work DIR [--seq-len 128 --prompt-len 64]
-    python bench/bench.py sample --work DIR --impl engine|engine-stop|hf --batch B [--max-tokens 64]
+    python bench/bench.py sample --work DIR --impl engine,engine-stop,hf --batch B [--max-tokens 64]
     python bench/bench.py train  --work DIR --impl engine|trl|trl-nll [--batch 16 --warmup-steps 2 --steps 8]
 
-One process per measurement, so the peak RSS reported on CPU (ru_maxrss, which cannot be reset) belongs to
-that measurement alone. On CUDA the peak is torch.cuda.max_memory_allocated over the timed part.
+Training runs one implementation per process; sampling runs the implementations it is given interleaved in one
+process (same loaded model), so a slow stretch of machine time hits them alike. Peak memory is taken over the
+timed part only: on CPU the highest RSS seen by a polling thread, on CUDA torch.cuda.max_memory_allocated.
 
 Device and precision come from the engine's own rule (distillery_engine.models.choose_placement): CUDA with
 bf16 (sampling in bf16 weights, training fp32 master weights under bf16 autocast) when available, else CPU
@@ -25,7 +26,6 @@ import platform
 import random
 import resource
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -51,10 +51,6 @@ NEVER_STOP = "<|never|>"
 # First code point of the filler characters that pad the `char-padded` tokenizer to a large vocabulary
 # (CJK ideographs onwards, surrogates skipped).
 FILLER_START = 0x4E00
-
-
-def log(message: str) -> None:
-    print(f"[bench.py] {message}", file=sys.stderr, flush=True)
 
 
 def emit(result: dict[str, Any]) -> None:

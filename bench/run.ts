@@ -69,14 +69,19 @@ const USAGE = `usage: npm run bench -- [--quick] [--models a,b] [--threads N] [-
 
   --quick        short run: 1 warm-up + 1 timed sampling call, 1 + 2 training steps, no diagnostic variants
   --models a,b   models from bench/models.json (default: all)
-  --threads N    torch CPU threads in every benchmark process (default: torch's default)
+  --threads N    torch CPU threads in every benchmark process (default: DISTILLERY_THREADS, else torch's default)
   --device D     auto (default) | cpu | cuda | cuda:N
   --dtype T      auto (default) | float32 | bfloat16
   --no-trl       skip the TRL side (and its package install)
   --keep         keep the temporary work folder (models, data, training outputs, logs)`;
 
 function parseArgs(argv: string[]): Options {
-  const opts: Options = { quick: false, models: null, threads: 0, device: null, dtype: null, trl: true, keep: false };
+  // DISTILLERY_THREADS is the product's own thread setting (src/engine/python.ts); --threads overrides it.
+  const envThreads = Number(process.env.DISTILLERY_THREADS ?? '');
+  const opts: Options = {
+    quick: false, models: null, threads: Number.isInteger(envThreads) && envThreads > 0 ? envThreads : 0,
+    device: null, dtype: null, trl: true, keep: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (): string => {
@@ -171,11 +176,13 @@ async function ensureTrlDeps(py: string, logFile: string): Promise<void> {
   writeFileSync(stampFile, `${stamp}\n`);
 }
 
-function pythonEnv(work: string, trl: boolean): NodeJS.ProcessEnv {
+function pythonEnv(work: string, trl: boolean, threads: number): NodeJS.ProcessEnv {
   const engine = join(ROOT, 'engine');
   const paths = trl ? [PYDEPS_SITE, engine] : [engine];
   return {
     ...process.env,
+    // As the product does for DISTILLERY_THREADS; bench.py also calls torch.set_num_threads.
+    ...(threads ? { OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) } : {}),
     PYTHONPATH: [...paths, ...(process.env.PYTHONPATH ? [process.env.PYTHONPATH] : [])].join(':'),
     PYTHONUNBUFFERED: '1',
     PYTHONDONTWRITEBYTECODE: '1',
@@ -291,7 +298,7 @@ async function main(): Promise<number> {
   const step = async (model: string, label: string, args: string[], trl = false): Promise<Measurement> => {
     const t0 = Date.now();
     log(`${model}: ${label} …`);
-    const res = await run(py, [script, ...common, ...args], pythonEnv(work, trl), logFile);
+    const res = await run(py, [script, ...common, ...args], pythonEnv(work, trl, opts.threads), logFile);
     const m: Measurement = { model, label, args, trl, results: parseResults(res.stdout), seconds: (Date.now() - t0) / 1000 };
     if (res.code !== 0 || m.results.length === 0) {
       m.error = `exit ${res.code}: ${res.stderrTail.trim().split('\n').slice(-6).join('\n')}`;
