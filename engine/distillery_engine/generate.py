@@ -329,9 +329,22 @@ class _Finisher:
         self.params = params
         self.eos_ids = frozenset(eos_ids)
         self.max_positions = max_positions
+        # A stop string that newly appears must end in the last few tokens, so only a tail window is decoded
+        # each step (decoding the whole completion every step is quadratic in its length). A token decodes to
+        # at least a quarter character (byte-fallback pieces), hence 4 tokens per stop character, plus margin.
+        longest = max((len(s) for s in params.stop), default=0)
+        self.window = 4 * longest + _CONTEXT_TOKENS
 
     def text(self, row: _Row, token_ids: Sequence[int]) -> str:
         return completion_text(self.tokenizer, row.prompt_ids[-_CONTEXT_TOKENS:], token_ids)
+
+    def _may_stop(self, row: _Row) -> bool:
+        """Cheap pre-check on a tail window; the exact check on the whole text runs only when it fires."""
+        ids = row.token_ids
+        if len(ids) <= self.window + _CONTEXT_TOKENS:
+            return True
+        tail = completion_text(self.tokenizer, ids[-self.window - _CONTEXT_TOKENS : -self.window], ids[-self.window :])
+        return find_stop(tail, self.params.stop) is not None
 
     def update(self, row: _Row, token: int) -> bool:
         """Append `token` to `row`; return True when the row has finished."""
@@ -340,7 +353,7 @@ class _Finisher:
             row.finish_reason = "eos"
             row.text = self.text(row, row.token_ids[:-1])
             return True
-        if self.params.stop:
+        if self.params.stop and self._may_stop(row):
             # Check the decoded text, not token ids: a stop string may span or split tokens.
             text = self.text(row, row.token_ids)
             cut = find_stop(text, self.params.stop)

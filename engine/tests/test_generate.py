@@ -73,6 +73,16 @@ def test_stories_multi_token_stop_string(stories):
     assert tokenizer.decode(c.token_ids) == ", there was a little girl named"
 
 
+def test_stories_late_stop_string_found_through_the_tail_window(stories):
+    # "ball" ends about 45 tokens into the golden text, past the finisher's tail window (4 × 4 + 8 tokens),
+    # so it is found by the windowed pre-check, and cut exactly where the whole text has it.
+    model, tokenizer = stories
+    [c] = generate(model, tokenizer, [STORIES_PROMPT], greedy(max_tokens=STORIES_GOLDEN_TOKENS, stop=["ball"]))
+    assert c.finish_reason == "stop"
+    assert c.text == STORIES_GOLDEN[: STORIES_GOLDEN.index("ball")]
+    assert len(c.token_ids) > 4 * len("ball") + 8
+
+
 def test_stories_score_of_greedy_tokens_is_the_max_logprob(stories):
     """Each greedy token is the argmax, so its score must be the maximum log-prob at that position."""
     model, tokenizer = stories
