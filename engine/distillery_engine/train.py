@@ -43,6 +43,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import IGNORE_INDEX, LossOn, TokenizedExample, collate, load_examples, tokenize_examples
 from .events import EventLog
+from .generate import accepts_logits_to_keep
 from .models import (
     Placement,
     build_char_tokenizer,
@@ -351,13 +352,29 @@ def _autocast(placement: Placement) -> contextlib.AbstractContextManager[Any]:
 
 def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], placement: Placement) -> torch.Tensor:
     """Sum of next-token cross-entropies over the label tokens of a batch (labels are aligned with inputs)."""
-    with _autocast(placement):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    # Logits at position t predict token t + 1. Only positions where some row has a label need the output
+    # layer; with completion-only loss that skips the prompts (for large vocabularies the output layer is most
+    # of the compute). The model's own head computes them, so any logit scaling it applies is kept.
     labels = batch["labels"][:, 1:]
+    positions = (labels != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+    extra: dict[str, Any] = {}
+    if _accepts_logits_to_keep(model):
+        extra["logits_to_keep"] = positions
+        labels = labels[:, positions]
+    with _autocast(placement):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **extra).logits
+    if not extra:
+        logits = logits[:, :-1]
     keep = labels != IGNORE_INDEX
     # Select the positions that carry a loss before upcasting: full-vocabulary fp32 logits are the big tensor.
-    picked = logits[:, :-1][keep].float()
+    picked = logits[keep].float()
     return F.cross_entropy(picked, labels[keep], reduction="sum")
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    # A PEFT wrapper forwards extra keyword arguments to the model it wraps; ask that model.
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return accepts_logits_to_keep(inner)
 
 
 # ----------------------------------------------------------------------------------------------------------

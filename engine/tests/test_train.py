@@ -420,3 +420,33 @@ def test_spec_validation(tmp_path: Path, change: dict[str, Any], message: str) -
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         validate_spec({**spec, **change})
     validate_spec(spec)  # the unchanged spec is fine
+
+
+def test_loss_on_label_positions_only_equals_the_full_logits_loss():
+    # The output layer runs only where some row has a label; the loss must equal the plain full-logits one,
+    # for a model and for the same model wrapped by PEFT (which forwards logits_to_keep).
+    import torch.nn.functional as F
+    from peft import LoraConfig, get_peft_model
+
+    from distillery_engine.models import build_model_from_config, choose_placement
+    from distillery_engine.train import _accepts_logits_to_keep, token_loss_sum
+
+    cfg = {"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 300}
+    model = build_model_from_config(cfg, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 300, (3, 12), generator=gen)
+    attention = torch.ones_like(ids)
+    attention[2, 9:] = 0
+    labels = ids.clone()
+    labels[0, :4] = labels[1, :6] = labels[2, :3] = -100
+    labels[2, 9:] = -100
+    batch = {"input_ids": ids, "attention_mask": attention, "labels": labels}
+    logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1]
+    shifted = labels[:, 1:]
+    keep = shifted != -100
+    expected = F.cross_entropy(logits[keep].float(), shifted[keep], reduction="sum")
+    placement = choose_placement("cpu")
+    for m in (model, get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))):
+        assert _accepts_logits_to_keep(m)
+        torch.testing.assert_close(token_loss_sum(m, batch, placement), expected, rtol=1e-6, atol=1e-5)
