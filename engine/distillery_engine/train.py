@@ -358,7 +358,7 @@ def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], place
     labels = batch["labels"][:, 1:]
     positions = (labels != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
     extra: dict[str, Any] = {}
-    if _accepts_logits_to_keep(model):
+    if len(positions) < labels.shape[1] and _accepts_logits_to_keep(model):
         extra["logits_to_keep"] = positions
         labels = labels[:, positions]
     with _autocast(placement):
