@@ -35,18 +35,22 @@ export interface Lineage {
   evaluation: Record<string, unknown>;
 }
 
-export interface Manifest {
-  schema: 1;
-  name: string;
-  version: number;
-  created: string;
-  digest: string;
+/** What is read off a model folder itself (config, weight headers, README); stored in its manifest. */
+export interface ModelMetadata {
   format: ModelFormat;
   architecture: string | null;
   model_type: string | null;
   parameters: number | null;
   dtype: string | null;
   license: string | null;
+}
+
+export interface Manifest extends ModelMetadata {
+  schema: 1;
+  name: string;
+  version: number;
+  created: string;
+  digest: string;
   source: ModelSource;
   files: ManifestFile[];
   lineage: Lineage | null;

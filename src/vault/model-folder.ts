@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UserError } from '../core/errors.js';
-import { comparePaths, type ModelFormat } from './manifest.js';
+import { comparePaths, type ModelMetadata } from './manifest.js';
 import { readSafetensorsInfo, torchDtypeName } from './safetensors.js';
 
 /**
@@ -16,15 +16,9 @@ export interface FolderFile {
   size: number;
 }
 
-export interface ModelFolderInfo {
+export interface ModelFolderInfo extends ModelMetadata {
   dir: string;
   files: FolderFile[];
-  format: ModelFormat;
-  architecture: string | null;
-  model_type: string | null;
-  parameters: number | null;
-  dtype: string | null;
-  license: string | null;
 }
 
 /** Files that are never part of a model: OS and editor litter, Python caches. Hidden entries are skipped too
