@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { EngineWorker } from '../engine/worker.js';
 import { runDemo } from '../demo/run-demo.js';
 import { renderDemoTable } from '../demo/report.js';
+import { stderrLog } from './format.js';
 
 export function registerDemoCommand(program: Command): void {
   program
@@ -21,20 +22,14 @@ The report (HTML with a chart, and JSON) is written into the SSD run folder unde
     )
     .action(async (opts: { fast?: boolean; json?: boolean; quiet?: boolean }) => {
       const quiet = Boolean(opts.quiet);
-      const log = (line: string): void => {
-        if (!quiet) process.stderr.write(line + '\n');
-      };
-      const worker = await EngineWorker.start();
-      try {
-        const { summary, reportHtml, reportJson } = await runDemo({ size: opts.fast ? 'fast' : 'full', worker, log, quiet });
+      await EngineWorker.using(async (worker) => {
+        const { summary, reportHtml, reportJson } = await runDemo({ size: opts.fast ? 'fast' : 'full', worker, log: stderrLog(quiet), quiet });
         if (opts.json) {
           process.stdout.write(JSON.stringify(summary) + '\n');
           return;
         }
         console.log('\n' + renderDemoTable(summary));
         console.log(`\nreport: ${reportHtml}\n        ${reportJson}`);
-      } finally {
-        await worker.close();
-      }
+      });
     });
 }

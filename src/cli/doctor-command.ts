@@ -11,13 +11,7 @@ export function registerDoctorCommand(program: Command): void {
     .option('--json', 'print the findings as JSON')
     .action(async (opts: { json?: boolean }) => {
       const { python } = engineCommand();
-      const worker = await EngineWorker.start();
-      let health;
-      try {
-        health = await worker.health();
-      } finally {
-        await worker.close();
-      }
+      const health = await EngineWorker.using((worker) => worker.health());
       const report = { home: distilleryHome(), python, engine: health, sandbox: await sandboxLevel() };
       if (opts.json) {
         process.stdout.write(JSON.stringify(report, null, 2) + '\n');

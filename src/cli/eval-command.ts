@@ -1,11 +1,8 @@
 import type { Command } from 'commander';
 import { EngineWorker } from '../engine/worker.js';
 import { checkDecoding, describeDecoding, type Decoding } from '../engine/decoding.js';
-import { evaluateModel } from '../eval/run.js';
+import { evaluateModel, evalCacheDir, checkPassAtK } from '../eval/run.js';
 import { loadTasks } from '../eval/tasks.js';
-import { UserError } from '../core/errors.js';
-import { distilleryHome } from '../core/paths.js';
-import { join } from 'node:path';
 import { EVAL_DEFAULT_DECODING } from '../recipes/ssd-config.js';
 import { takeModel } from '../recipes/models.js';
 import { addDecodingOptions, decodingFromFlags, int, intList } from './options.js';
@@ -41,12 +38,10 @@ Example:
     } as Decoding);
     const n = opts.n as number;
     const ks = opts.k as number[];
-    if (!(n >= 1)) throw new UserError(`--n must be ≥ 1 (got ${n})`);
-    for (const k of ks) if (!(k >= 1 && k <= n)) throw new UserError(`pass@k needs 1 ≤ k ≤ n (got k=${k}, n=${n})`);
+    checkPassAtK(n, ks);
     const tasks = await loadTasks(opts.tasks as string);
     const model = await takeModel(opts.model as string);
-    const worker = await EngineWorker.start();
-    try {
+    await EngineWorker.using(async (worker) => {
       const summary = await evaluateModel({
         worker,
         modelDir: model.dir,
@@ -55,7 +50,7 @@ Example:
         decoding,
         n,
         k: ks,
-        cacheDir: join(distilleryHome(), 'cache', 'eval'),
+        cacheDir: evalCacheDir(),
         label: 'eval',
         quiet: Boolean(opts.quiet),
       });
@@ -67,8 +62,6 @@ Example:
       for (const [k, v] of Object.entries(summary.pass_at_k)) console.log(`  pass@${k}: ${formatPassAt(v)}`);
       console.log(`  outcomes: ${Object.entries(summary.status_counts).map(([s, c]) => `${s} ${c}`).join(', ')}`);
       console.log(`  sandbox: ${summary.sandbox}`);
-    } finally {
-      await worker.close();
-    }
+    });
   });
 }

@@ -1,5 +1,12 @@
 /** Shared formatting for terminal output. */
 
+/** Progress lines go to stderr (stdout stays clean for --json), and nowhere under --quiet. */
+export function stderrLog(quiet: boolean): (line: string) => void {
+  return (line) => {
+    if (!quiet) process.stderr.write(line + '\n');
+  };
+}
+
 export function pct(x: number, digits = 1): string {
   return `${(x * 100).toFixed(digits)}%`;
 }

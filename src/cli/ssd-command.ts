@@ -4,7 +4,7 @@ import { describeDecoding } from '../engine/decoding.js';
 import { resolveSsdConfig, readRecipeFile } from '../recipes/ssd-config.js';
 import { runSsd } from '../recipes/ssd.js';
 import { addDecodingOptions, decodingFromFlags, int, num, intList } from './options.js';
-import { formatPassAt } from './format.js';
+import { formatPassAt, stderrLog } from './format.js';
 
 export function registerSsdCommand(program: Command): void {
   const cmd = program
@@ -80,12 +80,9 @@ Examples:
       };
     }
     const cfg = resolveSsdConfig(fromFile, flags);
-    const log = (line: string): void => {
-      if (!opts.quiet) process.stderr.write(line + '\n');
-    };
-    const worker = await EngineWorker.start();
-    try {
-      const result = await runSsd(cfg, { worker, log, quiet: Boolean(opts.quiet) });
+    const quiet = Boolean(opts.quiet);
+    await EngineWorker.using(async (worker) => {
+      const result = await runSsd(cfg, { worker, log: stderrLog(quiet), quiet });
       if (opts.json) {
         process.stdout.write(JSON.stringify(result, null, 2) + '\n');
         return;
@@ -100,8 +97,6 @@ Examples:
         }
       }
       console.log(`  run folder: ${result.run_dir}`);
-    } finally {
-      await worker.close();
-    }
+    });
   });
 }

@@ -31,7 +31,6 @@ function approxParams(m: DemoModelConfig): number {
 
 export function demoPlan(size: SuiteSize): DemoPlan {
   const c: DemoConfig = demoConfig(size);
-  const { loss_on: _baseLoss, ...baseTrain } = c.baseTrain;
   const s = c.ssdTrain;
   const decoding = (d: DemoConfig['evalDecode']): Decoding => ({
     temperature: d.temperature,
@@ -48,7 +47,7 @@ export function demoPlan(size: SuiteSize): DemoPlan {
     seed: c.suiteSeed,
     model: c.model,
     describeModel: `${Math.round(approxParams(c.model) / 1000)}k-parameter character-level Llama (${c.model.num_hidden_layers} layers, hidden ${c.model.hidden_size})`,
-    baseTrain: { ...baseTrain, grad_accum: 1, checkpoint_every: 100 },
+    baseTrain: { ...c.baseTrain, grad_accum: 1, checkpoint_every: 100 },
     ssdSampling: { ...decoding(c.ssdSample), n: c.ssdSample.n },
     filter: { min_chars: c.ssdFilter.dropEmpty ? 1 : 0, drop_stubs: true, drop_shortest_pct: c.ssdFilter.dropShortestShare * 100 },
     ssdTrain: {

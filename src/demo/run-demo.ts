@@ -6,7 +6,7 @@ import { startProgress } from '../core/progress.js';
 import { runJob } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
 import type { Decoding } from '../engine/decoding.js';
-import { evaluateModel, type EvalSummary } from '../eval/run.js';
+import { evaluateModel, evalCacheDir, type EvalSummary } from '../eval/run.js';
 import { shortHash } from '../runs/run.js';
 import { resolveSsdConfig } from '../recipes/ssd-config.js';
 import { runSsd } from '../recipes/ssd.js';
@@ -66,10 +66,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   };
   const corpusFile = write('corpus.jsonl', suite.corpus);
   const promptsFile = write('ssd-prompts.jsonl', suite.ssdPrompts);
-  const tasksFile = write(
-    'eval-tasks.jsonl',
-    suite.evalTasks.map(({ id, prompt, tests, entry_point }) => ({ id, prompt, tests, entry_point })),
-  );
+  // The canonical solutions stay out of everything the model or the harness sees.
+  const tasks = suite.evalTasks.map(({ id, prompt, tests, entry_point }) => ({ id, prompt, tests, entry_point }));
+  const tasksFile = write('eval-tasks.jsonl', tasks);
   opts.log(
     `suite: ${suite.corpus.length} corpus examples, ${suite.ssdPrompts.length} SSD prompts, ${suite.evalTasks.length} held-out tasks (${dataDir})`,
   );
@@ -77,16 +76,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   // 2. The base model: trained from scratch once, then kept in the vault and reused.
   const baseKey = shortHash({ suiteKey, model: plan.model, train: plan.baseTrain });
   const baseMarker = join(dataDir, `base-${baseKey}.json`);
-  let baseReused = false;
-  let baseRef: string;
   const existing = existsSync(baseMarker) ? (JSON.parse(readFileSync(baseMarker, 'utf8')) as { ref: string }) : null;
-  const reusable = existing ? await takeModel(existing.ref, home).then(() => true, () => false) : false;
-  if (existing && reusable) {
-    baseRef = existing.ref;
-    baseReused = true;
-    opts.log(`base model: reusing ${baseRef} from the vault`);
+  // A marker whose model is gone from the vault (deleted by hand) means training again.
+  let base = existing ? await takeModel(existing.ref, home).catch(() => null) : null;
+  const baseReused = base !== null;
+  if (base) {
+    opts.log(`base model: reusing ${base.ref} from the vault`);
   } else {
-    baseRef = await timed('train base', async () => {
+    const ref = await timed('train base', async () => {
       const t = plan.baseTrain;
       opts.log(`base model: training a ${plan.describeModel} from scratch (${t.max_steps} steps)`);
       const bar = startProgress('train base', { total: t.max_steps, unit: 'steps', quiet: opts.quiet });
@@ -98,7 +95,6 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
           model: null,
           init: { config: plan.model, tokenizer: { kind: 'char', alphabet: suite.alphabet } },
           data: corpusFile,
-          loss_on: 'all',
           chat_template: false,
           lora: null,
           epochs: null,
@@ -114,10 +110,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
       writeFileAtomicSync(baseMarker, JSON.stringify({ ref }) + '\n');
       return ref;
     });
+    base = await takeModel(ref, home);
   }
-  const base = await takeModel(baseRef, home);
-  const tasks = suite.evalTasks.map(({ id, prompt, tests, entry_point }) => ({ id, prompt, tests, entry_point }));
-  const cacheDir = join(home, 'cache', 'eval');
+  const cacheDir = evalCacheDir(home);
   const evalAt = (decoding: Decoding, n: number, dir: string, digest: string, label: string): Promise<EvalSummary> =>
     evaluateModel({ worker: opts.worker, modelDir: dir, modelDigest: digest, tasks, decoding, n, k: [1], cacheDir, label, quiet: opts.quiet });
 
@@ -125,7 +120,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   const ssdCfg = resolveSsdConfig(
     {},
     {
-      model: baseRef,
+      model: base.ref,
       prompts: promptsFile,
       sampling: plan.ssdSampling,
       filter: plan.filter,
@@ -160,7 +155,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
     base_best: baseBest,
     distilled_grid: distilledGrid,
     model: ssd.model,
-    base_model: baseRef,
+    base_model: base.ref,
     run_id: ssd.run_id,
     tasks: { eval: tasks.length, ssd_prompts: suite.ssdPrompts.length, corpus: suite.corpus.length, samples_per_task: plan.evalN },
     filter: ssd.filter,

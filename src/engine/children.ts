@@ -24,11 +24,12 @@ function install(): void {
   installed = true;
   process.on('exit', () => killAll('SIGKILL'));
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const code = 128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1);
     process.on(sig, () => {
       // Give children a moment to flush their checkpoints and events, then leave with the conventional code.
       killAll('SIGTERM');
-      setTimeout(() => process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)), 1500).unref();
-      if (live.size === 0) process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+      if (live.size === 0) process.exit(code);
+      setTimeout(() => process.exit(code), 1500).unref();
     });
   }
 }

@@ -1,6 +1,7 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../core/atomic.js';
+import { parseJsonlObjects } from '../core/jsonl.js';
 import type { EngineWorker } from './worker.js';
 
 /** One event of a job, as written to its events.jsonl and streamed by the worker. */
@@ -31,4 +32,18 @@ export async function runJob(
   writeFileAtomicSync(join(spec.output_dir, 'job.json'), JSON.stringify(spec, null, 2) + '\n');
   const result = await worker.call('run_job', { job: spec }, (e) => onEvent?.(e as JobEvent));
   return result as JobEvent;
+}
+
+/** One line of a `sample` job's output. */
+export interface SampleRecord {
+  prompt_index: number;
+  sample_index: number;
+  completion: string;
+  token_ids: number[];
+  finish_reason: 'stop' | 'eos' | 'length';
+}
+
+/** Reads a finished `sample` job's output file. */
+export function readSamples(file: string): SampleRecord[] {
+  return parseJsonlObjects(readFileSync(file, 'utf8'), file).map(({ rec }) => rec as unknown as SampleRecord);
 }

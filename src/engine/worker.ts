@@ -70,6 +70,16 @@ export class EngineWorker {
     return worker;
   }
 
+  /** Starts a worker, runs `fn` with it, and closes it whatever happens. */
+  static async using<T>(fn: (worker: EngineWorker) => Promise<T>): Promise<T> {
+    const worker = await EngineWorker.start();
+    try {
+      return await fn(worker);
+    } finally {
+      await worker.close();
+    }
+  }
+
   health(): Promise<Health> {
     return this.call('health', {}) as Promise<Health>;
   }

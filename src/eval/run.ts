@@ -2,13 +2,28 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../core/atomic.js';
+import { UserError } from '../core/errors.js';
+import { distilleryHome } from '../core/paths.js';
 import { startProgress } from '../core/progress.js';
-import { runJob } from '../engine/job.js';
+import { runJob, readSamples } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
 import type { Decoding } from '../engine/decoding.js';
 import { shortHash } from '../runs/run.js';
 import type { CodeTask } from './tasks.js';
 import { scoreCompletions, type ScoreResult } from './score.js';
+
+/** Where generations and summaries are cached, shared by every command that evaluates. */
+export function evalCacheDir(home: string = distilleryHome()): string {
+  return join(home, 'cache', 'eval');
+}
+
+/** pass@k is defined for 1 ≤ k ≤ n. */
+export function checkPassAtK(n: number, ks: readonly number[]): void {
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`samples per task must be a whole number ≥ 1 (got ${n})`);
+  for (const k of ks) {
+    if (!Number.isInteger(k) || k < 1 || k > n) throw new UserError(`pass@k needs 1 ≤ k ≤ n (got k=${k}, n=${n})`);
+  }
+}
 
 export interface EvalRequest {
   worker: EngineWorker;
@@ -87,9 +102,7 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
   const genSeconds = (Date.now() - genStart) / 1000;
 
   const completions = new Map<string, string[]>(req.tasks.map((t) => [t.id, []]));
-  for (const line of readFileSync(join(dir, 'samples.jsonl'), 'utf8').split('\n')) {
-    if (!line.trim()) continue;
-    const s = JSON.parse(line) as { prompt_index: number; sample_index: number; completion: string };
+  for (const s of readSamples(join(dir, 'samples.jsonl'))) {
     const task = req.tasks[s.prompt_index];
     if (task) completions.get(task.id)![s.sample_index] = s.completion;
   }

@@ -11,6 +11,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { UserError } from '../core/errors.js';
+import { parseJsonlObjects } from '../core/jsonl.js';
 
 export interface CodeTask {
   id: string;
@@ -37,22 +38,7 @@ const PY_IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export function parseTasks(text: string, source: string): CodeTask[] {
   const tasks: CodeTask[] = [];
   const firstLine = new Map<string, number>();
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const raw = lines[i]!.replace(/\r$/, '');
-    if (raw.trim() === '') continue;
-    const lineNo = i + 1;
-    const where = `${source}:${lineNo}`;
-    let obj: unknown;
-    try {
-      obj = JSON.parse(raw);
-    } catch (e) {
-      throw new UserError(`${where}: not valid JSON (${(e as Error).message})`, 'each line must be one JSON object');
-    }
-    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-      throw new UserError(`${where}: expected a JSON object, got ${Array.isArray(obj) ? 'an array' : typeof obj}`);
-    }
-    const rec = obj as Record<string, unknown>;
+  for (const { rec, line: lineNo, where } of parseJsonlObjects(text, source)) {
     const field = (name: string, alias?: string): string => {
       const key = name in rec || alias === undefined || !(alias in rec) ? name : alias;
       const v = rec[key];

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { UserError } from '../core/errors.js';
 import { checkDecoding, type Decoding } from '../engine/decoding.js';
 import { DEFAULT_FILTER, type FilterConfig } from './ssd-filter.js';
+import { checkPassAtK } from '../eval/run.js';
 
 export interface LoraConfig {
   r: number;
@@ -189,9 +190,7 @@ export function resolveSsdConfig(fromFile: Json, fromFlags: Json): SsdConfig {
     if (!cfg.eval.tasks) throw new UserError('eval.tasks is empty', 'pass --eval-tasks FILE.jsonl');
     checkDecoding(cfg.eval.decoding, 'eval decoding');
     positive('eval.n', cfg.eval.n, true);
-    for (const k of cfg.eval.k) {
-      if (!Number.isInteger(k) || k < 1 || k > cfg.eval.n) throw new UserError(`pass@k needs 1 ≤ k ≤ n (got k=${k}, n=${cfg.eval.n})`);
-    }
+    checkPassAtK(cfg.eval.n, cfg.eval.k);
   }
   return cfg;
 }

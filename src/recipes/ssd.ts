@@ -2,10 +2,11 @@ import { copyFileSync, readFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeFileAtomicSync } from '../core/atomic.js';
 import { UserError } from '../core/errors.js';
+import { parseJsonlObjects } from '../core/jsonl.js';
 import { startProgress } from '../core/progress.js';
-import { runJob } from '../engine/job.js';
+import { runJob, readSamples } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
-import { evaluateModel, type EvalSummary } from '../eval/run.js';
+import { evaluateModel, evalCacheDir, type EvalSummary } from '../eval/run.js';
 import { loadTasks } from '../eval/tasks.js';
 import { Run } from '../runs/run.js';
 import { filterSamples, type FilterStats } from './ssd-filter.js';
@@ -39,20 +40,11 @@ export function readPrompts(path: string): { prompt: string }[] {
   } catch (e) {
     throw new UserError(`cannot read prompts file ${path}: ${(e as Error).message}`);
   }
-  const out: { prompt: string }[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (!line.trim()) return;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      throw new UserError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
+  const out = parseJsonlObjects(text, path).map(({ rec, where }) => {
+    if (typeof rec.prompt !== 'string' || rec.prompt.length === 0) {
+      throw new UserError(`${where}: each line needs a non-empty string field "prompt"`);
     }
-    const p = (v as { prompt?: unknown })?.prompt;
-    if (typeof p !== 'string' || p.length === 0) {
-      throw new UserError(`${path}:${i + 1}: each line needs a non-empty string field "prompt"`);
-    }
-    out.push({ prompt: p });
+    return { prompt: rec.prompt };
   });
   if (out.length === 0) throw new UserError(`${path} holds no prompts`);
   return out;
@@ -100,10 +92,7 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
 
   // Stage 2: filter (no execution, no correctness check: SSD uses the model's raw samples).
   const filterStats = await run.stage('filter', async (dir) => {
-    const samples = readFileSync(run.path('sample', 'samples.jsonl'), 'utf8')
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => JSON.parse(l) as { prompt_index: number; completion: string });
+    const samples = readSamples(run.path('sample', 'samples.jsonl'));
     const { kept, stats } = filterSamples(samples, cfg.filter);
     if (kept.length === 0) throw new UserError('every sample was filtered out (empty or stub); nothing to train on');
     const lines = kept.map((s) => JSON.stringify({ prompt: prompts[s.prompt_index]!.prompt, completion: s.completion }));
@@ -159,7 +148,7 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
     const ev = cfg.eval;
     evaluation = await run.stage('evaluate', async () => {
       const common = { worker: hooks.worker, tasks, decoding: ev.decoding, n: ev.n, k: ev.k, quiet: hooks.quiet };
-      const cacheDir = join(run.dir, '..', '..', 'cache', 'eval');
+      const cacheDir = evalCacheDir(hooks.home);
       const baseEval = await evaluateModel({ ...common, modelDir: base.dir, modelDigest: base.digest, cacheDir, label: 'evaluate base' });
       const distilled = await evaluateModel({
         ...common,
