@@ -442,8 +442,19 @@ def iter_generate(
     Pairs in `skip` are not returned; a batch made only of skipped pairs is not run. A batch with some skipped
     pairs still runs whole, so its numbers are exactly those of an uninterrupted run.
     """
+    yield from iter_generate_ids(model, tokenizer, encode_prompts(tokenizer, prompts, params.chat_template), params, skip)
+
+
+def iter_generate_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    params: SamplingParams,
+    skip: Iterable[tuple[int, int]] = (),
+) -> Iterator[list[Completion]]:
+    """`iter_generate` on prompts already tokenized (params.chat_template is not consulted)."""
     skip_set = set(skip)
-    prompt_ids = encode_prompts(tokenizer, prompts, params.chat_template)
+    prompt_ids = [list(ids) for ids in prompt_ids]
     max_positions = context_length(model)
     if max_positions is not None:
         for index, ids in enumerate(prompt_ids):

@@ -22,12 +22,14 @@ from typing import Any
 from .events import EventLog, EventSink
 
 JobRunner = Callable[[dict[str, Any], EventLog], dict[str, Any]]
-JOB_TYPES = ("sample", "train")
+JOB_TYPES = ("onpolicy", "sample", "train")
 
 
 def _runner(job_type: str) -> JobRunner:
     # Imported on demand: a sample job should not pay for (or break on) the training code, and vice versa.
-    if job_type == "sample":
+    if job_type == "onpolicy":
+        from .onpolicy import run
+    elif job_type == "sample":
         from .sample_job import run
     elif job_type == "train":
         from .train import run

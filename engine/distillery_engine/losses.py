@@ -63,6 +63,7 @@ __all__ = [
     "divergence_terms",
     "kind_from_beta",
     "log_probs",
+    "loss_keep_mask",
     "reduce_loss",
     "sampled_token_reverse_kl",
     "topk_divergence",
@@ -364,6 +365,17 @@ def clipped_divergence(
 # --------------------------------------------------------------------------- reduction
 
 
+def loss_keep_mask(mask: Tensor, skip_first: int = 0) -> Tensor:
+    """The positions a loss counts: ``mask`` (``[B, T]``, truthy = completion token) minus the first
+    ``skip_first`` unmasked positions of each row (left or right padding alike)."""
+    if skip_first < 0:
+        raise ValueError(f"skip_first must be >= 0, got {skip_first}")
+    keep = mask.bool()
+    if skip_first:
+        keep = keep & (keep.long().cumsum(dim=-1) > skip_first)
+    return keep
+
+
 def reduce_loss(
     per_token: Tensor,
     mask: Tensor,
@@ -387,11 +399,7 @@ def reduce_loss(
     """
     if per_token.shape != mask.shape:
         raise ValueError(f"per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} differ")
-    if skip_first < 0:
-        raise ValueError(f"skip_first must be >= 0, got {skip_first}")
-    keep = mask.bool()
-    if skip_first:
-        keep = keep & (keep.long().cumsum(dim=-1) > skip_first)
+    keep = loss_keep_mask(mask, skip_first)
     values = torch.where(keep, per_token, torch.zeros_like(per_token))
     counts = keep.sum(dim=-1)
     if mode == "token_mean":

@@ -122,42 +122,44 @@ class TrainSpec:
     dtype: str | None
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def _int(v: Any, name: str, minimum: int) -> int:
-    if not _is_int(v) or v < minimum:
-        raise ValueError(f"train spec: {name} must be an integer >= {minimum}, got {v!r}")
+def check_int(v: Any, name: str, minimum: int, where: str = "train spec") -> int:
+    if not is_int(v) or v < minimum:
+        raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {v!r}")
     return v
 
 
-def _float(v: Any, name: str, minimum: float, strictly: bool = False) -> float:
-    if not _is_number(v) or v < minimum or (strictly and v == minimum):
-        raise ValueError(f"train spec: {name} must be a number {'>' if strictly else '>='} {minimum:g}, got {v!r}")
+def check_float(v: Any, name: str, minimum: float, strictly: bool = False, where: str = "train spec") -> float:
+    if not is_number(v) or v < minimum or (strictly and v == minimum):
+        raise ValueError(f"{where}: {name} must be a number {'>' if strictly else '>='} {minimum:g}, got {v!r}")
     return float(v)
 
 
-def _validate_lora(lora: Any) -> LoraSpec | None:
+def validate_lora(lora: Any, where: str = "train spec") -> LoraSpec | None:
     if lora is None:
         return None
     if not isinstance(lora, dict):
-        raise ValueError(f"train spec: lora must be an object or null, got {lora!r}")
+        raise ValueError(f"{where}: lora must be an object or null, got {lora!r}")
     unknown = sorted(set(lora) - set(LORA_DEFAULTS))
     if unknown:
-        raise ValueError(f"train spec: unknown lora keys {unknown}; known: {sorted(LORA_DEFAULTS)}")
+        raise ValueError(f"{where}: unknown lora keys {unknown}; known: {sorted(LORA_DEFAULTS)}")
     merged = {**LORA_DEFAULTS, **lora}
     r, alpha, dropout, targets = merged["r"], merged["alpha"], merged["dropout"], merged["target_modules"]
-    if not _is_number(dropout) or not 0 <= dropout < 1:
-        raise ValueError(f"train spec: lora.dropout must be in [0, 1), got {dropout!r}")
+    if not is_number(dropout) or not 0 <= dropout < 1:
+        raise ValueError(f"{where}: lora.dropout must be in [0, 1), got {dropout!r}")
     valid_list = isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)
     if targets != "all-linear" and not valid_list:
-        raise ValueError(f"train spec: lora.target_modules must be a non-empty list of names or 'all-linear', got {targets!r}")
-    return LoraSpec(_int(r, "lora.r", 1), _float(alpha, "lora.alpha", 0.0, strictly=True), float(dropout), targets)
+        raise ValueError(f"{where}: lora.target_modules must be a non-empty list of names or 'all-linear', got {targets!r}")
+    return LoraSpec(
+        check_int(r, "lora.r", 1, where), check_float(alpha, "lora.alpha", 0.0, strictly=True, where=where), float(dropout), targets
+    )
 
 
 def _validate_init(init: Any) -> dict[str, Any]:
@@ -205,16 +207,16 @@ def validate_spec(spec: dict[str, Any]) -> TrainSpec:
     if not isinstance(s["chat_template"], bool):
         raise ValueError(f"train spec: chat_template must be true or false, got {s['chat_template']!r}")
 
-    max_steps = None if s["max_steps"] is None else _int(s["max_steps"], "max_steps", 1)
-    epochs = None if s["epochs"] is None else _int(s["epochs"], "epochs", 1)
+    max_steps = None if s["max_steps"] is None else check_int(s["max_steps"], "max_steps", 1)
+    epochs = None if s["epochs"] is None else check_int(s["epochs"], "epochs", 1)
     if (max_steps is None) == (epochs is None):
         raise ValueError("train spec: give exactly one of 'max_steps' and 'epochs'")
-    lr = _float(s["lr"], "lr", 0.0, strictly=True)
-    min_lr = _float(s["min_lr"], "min_lr", 0.0)
+    lr = check_float(s["lr"], "lr", 0.0, strictly=True)
+    min_lr = check_float(s["min_lr"], "min_lr", 0.0)
     if min_lr > lr:
         raise ValueError(f"train spec: min_lr ({min_lr}) must not exceed lr ({lr})")
     betas = s["betas"]
-    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)):
         raise ValueError(f"train spec: betas must be two numbers in [0, 1), got {betas!r}")
     for key in ("device", "dtype"):
         if s[key] is not None and not isinstance(s[key], str):
@@ -227,20 +229,20 @@ def validate_spec(spec: dict[str, Any]) -> TrainSpec:
         init=init,
         loss_on=s["loss_on"],
         chat_template=s["chat_template"],
-        max_seq_len=_int(s["max_seq_len"], "max_seq_len", 2),
-        lora=_validate_lora(s["lora"]),
+        max_seq_len=check_int(s["max_seq_len"], "max_seq_len", 2),
+        lora=validate_lora(s["lora"]),
         lr=lr,
         min_lr=min_lr,
-        warmup_steps=_int(s["warmup_steps"], "warmup_steps", 0),
+        warmup_steps=check_int(s["warmup_steps"], "warmup_steps", 0),
         max_steps=max_steps,
         epochs=epochs,
-        batch_size=_int(s["batch_size"], "batch_size", 1),
-        grad_accum=_int(s["grad_accum"], "grad_accum", 1),
-        max_grad_norm=None if s["max_grad_norm"] is None else _float(s["max_grad_norm"], "max_grad_norm", 0.0, strictly=True),
-        weight_decay=_float(s["weight_decay"], "weight_decay", 0.0),
+        batch_size=check_int(s["batch_size"], "batch_size", 1),
+        grad_accum=check_int(s["grad_accum"], "grad_accum", 1),
+        max_grad_norm=None if s["max_grad_norm"] is None else check_float(s["max_grad_norm"], "max_grad_norm", 0.0, strictly=True),
+        weight_decay=check_float(s["weight_decay"], "weight_decay", 0.0),
         betas=(float(betas[0]), float(betas[1])),
-        seed=_int(s["seed"], "seed", 0),
-        checkpoint_every=None if s["checkpoint_every"] is None else _int(s["checkpoint_every"], "checkpoint_every", 1),
+        seed=check_int(s["seed"], "seed", 0),
+        checkpoint_every=None if s["checkpoint_every"] is None else check_int(s["checkpoint_every"], "checkpoint_every", 1),
         device=s["device"],
         dtype=s["dtype"],
     )
@@ -316,7 +318,7 @@ def _build_model(
     return model, tokenizer
 
 
-def _apply_lora(model: PreTrainedModel, lora: LoraSpec, seed: int) -> PreTrainedModel:
+def apply_lora(model: PreTrainedModel, lora: LoraSpec, seed: int) -> PreTrainedModel:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -335,16 +337,18 @@ def trainable_named_parameters(model: torch.nn.Module) -> list[tuple[str, torch.
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
-def _make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.AdamW:
+def make_optimizer(
+    model: torch.nn.Module, lr: float, betas: tuple[float, float], weight_decay: float
+) -> torch.optim.AdamW:
     params = trainable_named_parameters(model)
     # Decay matrices only: decaying norm gains and biases towards 0 only hurts.
     decay = [p for _, p in params if p.ndim >= 2]
     no_decay = [p for _, p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=spec.lr, betas=spec.betas)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
 
 
-def _autocast(placement: Placement) -> contextlib.AbstractContextManager[Any]:
+def autocast_context(placement: Placement) -> contextlib.AbstractContextManager[Any]:
     if placement.autocast_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=placement.device.type, dtype=placement.autocast_dtype)
@@ -361,7 +365,7 @@ def token_loss_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor], place
     if len(positions) < labels.shape[1] and _accepts_logits_to_keep(model):
         extra["logits_to_keep"] = positions
         labels = labels[:, positions]
-    with _autocast(placement):
+    with autocast_context(placement):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **extra).logits
     if not extra:
         logits = logits[:, :-1]
@@ -403,7 +407,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, np.array(key, dtype=np.uint32), *rest))
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too
@@ -432,13 +436,18 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: dict[str, Any],
     keep: int = 2,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write checkpoints/step-N atomically and keep the newest `keep`."""
+    """Write checkpoints/step-N atomically and keep the newest `keep`.
+
+    `extra_tensors` maps a name to more tensors to keep (e.g. an EMA teacher), each in `<name>.safetensors`."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=root))
     weights = {n: p.detach().to("cpu").contiguous() for n, p in trainable_named_parameters(model)}
     save_file(weights, str(tmp / "trainable.safetensors"))
+    for name, tensors in (extra_tensors or {}).items():
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"scheduler": scheduler.state_dict(), "rng": _rng_state(), **state}, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps(state, indent=2) + "\n")  # the same, readable by people and tools
@@ -488,17 +497,20 @@ def _fsync(path: Path) -> None:
 # The job
 
 
-def _fingerprint(spec: dict[str, Any], data: Path) -> dict[str, Any]:
+def fingerprint_of(
+    spec: dict[str, Any], data: Path, defaults: dict[str, Any], resumable: frozenset[str] = RESUMABLE_CHANGES
+) -> dict[str, Any]:
     """What defines the computation: the spec (defaults filled) minus keys that may change on resume,
-    with the data file identified by content."""
-    s = {k: v for k, v in {**DEFAULTS, **spec}.items() if k not in RESUMABLE_CHANGES}
-    if s.get("model") is not None:
-        s["model"] = os.path.abspath(s["model"])
+    with model folders made absolute and the data file identified by content."""
+    s = {k: v for k, v in {**defaults, **spec}.items() if k not in resumable}
+    for key in ("model", "teacher_model"):
+        if s.get(key) is not None:
+            s[key] = os.path.abspath(s[key])
     s["data"] = hashlib.sha256(data.read_bytes()).hexdigest()
     return json.loads(json.dumps(s))
 
 
-def _check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
     if saved != current:
         keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise ValueError(
@@ -507,7 +519,7 @@ def _check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path)
         )
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     _fsync(tmp)
@@ -533,7 +545,7 @@ def _load_data(ts: TrainSpec, tokenizer: PreTrainedTokenizerBase, events: EventL
     return dataset.examples
 
 
-def _save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, lora: bool) -> None:
+def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, lora: bool) -> None:
     """adapter/ (LoRA runs, saved before merging) and final/ (merged), each renamed into place when whole."""
     model.eval()
     if lora:
@@ -556,12 +568,12 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
         raise ValueError("train spec: float16 training needs loss scaling, which is not supported; use bfloat16 or float32")
     out = ts.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(spec, ts.data)
+    fingerprint = fingerprint_of(spec, ts.data, DEFAULTS)
     final_dir, adapter_dir, done_file, ckpt_root = out / "final", out / "adapter", out / "done.json", out / "checkpoints"
 
     if done_file.is_file() and (final_dir / "config.json").is_file():
         done = json.loads(done_file.read_text())
-        _check_same_run(done["fingerprint"], fingerprint, out)
+        check_same_run(done["fingerprint"], fingerprint, out)
         events.emit("log", message=f"already trained: {final_dir}")
         return done["summary"]
     # Leftovers of an interrupted attempt: temp folders and a final/ not yet confirmed by done.json.
@@ -582,7 +594,7 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
     assert pad_id is not None  # load_tokenizer guarantees one
 
     if ts.lora is not None:
-        model = _apply_lora(model, ts.lora, ts.seed)
+        model = apply_lora(model, ts.lora, ts.seed)
     total_params = count_parameters(model)
     trainable = sum(p.numel() for _, p in trainable_named_parameters(model))
     per_epoch = steps_per_epoch(len(data), ts.batch_size, ts.grad_accum)
@@ -591,18 +603,18 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
     else:
         assert ts.epochs is not None  # validate_spec lets exactly one of them through
         total_steps = ts.epochs * per_epoch
-    optimizer = _make_optimizer(model, ts)
+    optimizer = make_optimizer(model, ts.lr, ts.betas, ts.weight_decay)
     min_ratio = ts.min_lr / ts.lr
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, ts.warmup_steps, total_steps, min_ratio)
     )
 
-    _seed_everything(ts.seed)
+    seed_everything(ts.seed)
     step, elapsed, last_loss = 0, 0.0, float("nan")
     checkpoints = list_checkpoints(ckpt_root)
     if checkpoints:
         saved = json.loads((checkpoints[-1] / "meta.json").read_text())
-        _check_same_run(saved["fingerprint"], fingerprint, checkpoints[-1])
+        check_same_run(saved["fingerprint"], fingerprint, checkpoints[-1])
         state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
         step, elapsed, last_loss = state["step"], state["seconds"], state["loss"]
         # The order is a function of the step; a different position means the data set itself changed size.
@@ -653,7 +665,7 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
             path = save_checkpoint(ckpt_root, step, model, optimizer, scheduler, state)
             events.emit("checkpoint", step=step, path=str(path))
 
-    _save_final(model, tokenizer, out, lora=ts.lora is not None)
+    save_final(model, tokenizer, out, lora=ts.lora is not None)
     summary = {
         "final_dir": str(final_dir.resolve()),
         "steps": total_steps,
@@ -664,5 +676,5 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
     }
     if ts.lora is not None:
         summary["adapter_dir"] = str(adapter_dir.resolve())
-    _write_json_atomic(done_file, {"summary": summary, "fingerprint": fingerprint})
+    write_json_atomic(done_file, {"summary": summary, "fingerprint": fingerprint})
     return summary
