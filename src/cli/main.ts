@@ -3,6 +3,7 @@ import { isUserError } from '../core/errors.js';
 import { registerVaultCommands } from './vault-commands.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerSsdCommand } from './ssd-command.js';
+import { registerOnPolicyCommands } from './onpolicy-commands.js';
 import { registerEvalCommand } from './eval-command.js';
 import { registerDoctorCommand } from './doctor-command.js';
 
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program);
   registerVaultCommands(program);
   registerSsdCommand(program);
+  registerOnPolicyCommands(program);
   registerEvalCommand(program);
   registerDoctorCommand(program);
   program.addHelpText(
@@ -28,7 +30,8 @@ export function buildProgram(): Command {
 Start here:
   distillery demo            the whole loop on a tiny model, on a CPU, in a few minutes
   distillery vault --help    keep models safe: import, list, show, verify
-  distillery ssd --help      self-distil a model on its own samples`,
+  distillery ssd --help      self-distil a model on its own samples
+  distillery sdft --help     learn from demonstrations on-policy (also: opsd, distill)`,
   );
   return program;
 }

@@ -1,16 +1,15 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../core/atomic.js';
 import { distilleryHome } from '../core/paths.js';
-import { startProgress } from '../core/progress.js';
-import { runJob } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
 import type { Decoding } from '../engine/decoding.js';
 import { evaluateModel, evalCacheDir, type EvalSummary } from '../eval/run.js';
 import { shortHash } from '../runs/run.js';
 import { resolveSsdConfig } from '../recipes/ssd-config.js';
 import { runSsd } from '../recipes/ssd.js';
-import { takeModel, importBase } from '../recipes/models.js';
+import { takeModel } from '../recipes/models.js';
+import { ensureDemoBase, writeDemoJsonl } from './base-model.js';
 import { generateSuite, type SuiteSize } from './suite.js';
 import { demoPlan, type DemoPlan } from './plan.js';
 import { renderDemoHtml, type DemoSummary, type GridPoint, type Measured } from './report.js';
@@ -59,11 +58,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   const suiteKey = shortHash({ seed: plan.seed, size: opts.size, corpus: suite.corpus.length, alphabet: suite.alphabet, v: plan.version });
   const dataDir = join(home, 'demo', `${opts.size}-${suiteKey}`);
   mkdirSync(dataDir, { recursive: true });
-  const write = (file: string, rows: unknown[]): string => {
-    const p = join(dataDir, file);
-    if (!existsSync(p)) writeFileAtomicSync(p, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    return p;
-  };
+  const write = (file: string, rows: unknown[]): string => writeDemoJsonl(dataDir, file, rows);
   const corpusFile = write('corpus.jsonl', suite.corpus);
   const promptsFile = write('ssd-prompts.jsonl', suite.ssdPrompts);
   // The canonical solutions stay out of everything the model or the harness sees.
@@ -74,44 +69,22 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   );
 
   // 2. The base model: trained from scratch once, then kept in the vault and reused.
-  const baseKey = shortHash({ suiteKey, model: plan.model, train: plan.baseTrain });
-  const baseMarker = join(dataDir, `base-${baseKey}.json`);
-  const existing = existsSync(baseMarker) ? (JSON.parse(readFileSync(baseMarker, 'utf8')) as { ref: string }) : null;
-  // A marker whose model is gone from the vault (deleted by hand) means training again.
-  let base = existing ? await takeModel(existing.ref, home).catch(() => null) : null;
-  const baseReused = base !== null;
-  if (base) {
-    opts.log(`base model: reusing ${base.ref} from the vault`);
-  } else {
-    const ref = await timed('train base', async () => {
-      const t = plan.baseTrain;
-      opts.log(`base model: training a ${plan.describeModel} from scratch (${t.max_steps} steps)`);
-      const bar = startProgress('train base', { total: t.max_steps, unit: 'steps', quiet: opts.quiet });
-      const done = await runJob(
-        opts.worker,
-        {
-          type: 'train',
-          output_dir: join(dataDir, `base-${baseKey}`),
-          model: null,
-          init: { config: plan.model, tokenizer: { kind: 'char', alphabet: suite.alphabet } },
-          data: corpusFile,
-          chat_template: false,
-          lora: null,
-          epochs: null,
-          ...t,
-        },
-        (e) => e.type === 'progress' && typeof e.step === 'number' && bar.update(e.step, typeof e.loss === 'number' ? `loss ${e.loss.toFixed(3)}` : undefined),
-      );
-      bar.done(`final loss ${Number(done.final_loss).toFixed(4)}`);
-      const ref = await importBase(String(done.final_dir), BASE_NAME, {
-        kind: 'distillery-demo',
-        description: `trained from scratch by distillery demo (${opts.size}, suite ${suiteKey})`,
-      }, home);
-      writeFileAtomicSync(baseMarker, JSON.stringify({ ref }) + '\n');
-      return ref;
-    });
-    base = await takeModel(ref, home);
-  }
+  const { base, reused: baseReused, seconds: baseSeconds } = await ensureDemoBase({
+    worker: opts.worker,
+    home,
+    dataDir,
+    name: BASE_NAME,
+    model: { ...plan.model },
+    train: plan.baseTrain,
+    alphabet: suite.alphabet,
+    corpusFile,
+    key: suiteKey,
+    describe: plan.describeModel,
+    description: `trained from scratch by distillery demo (${opts.size}, suite ${suiteKey})`,
+    log: opts.log,
+    quiet: opts.quiet,
+  });
+  if (!baseReused) stageSeconds['train base'] = baseSeconds;
   const cacheDir = evalCacheDir(home);
   const evalAt = (decoding: Decoding, n: number, dir: string, digest: string, label: string): Promise<EvalSummary> =>
     evaluateModel({ worker: opts.worker, modelDir: dir, modelDigest: digest, tasks, decoding, n, k: [1], cacheDir, label, quiet: opts.quiet });
