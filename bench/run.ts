@@ -7,6 +7,10 @@
  *   npm run bench -- --threads 1           torch CPU threads per process (default: torch's own default)
  *   npm run bench -- --models qwen3-20m    a subset of bench/models.json
  *   npm run bench -- --no-trl              skip the TRL side (no extra Python packages needed)
+ *   npm run bench -- --workloads onpolicy  a subset of the workloads: sample, train, onpolicy
+ *
+ * The `onpolicy` workload times optimizer steps of the engine's onpolicy job against TRL's SDFTTrainer
+ * (bench/bench_onpolicy.py; bench/gpu-onpolicy runs the same comparison at Qwen3-0.6B size on a GPU).
  *
  * Each measurement is its own Python process (bench/bench.py with the engine's interpreter), so one cannot
  * disturb the next and its memory figures are its own. TRL and the packages it needs beyond the engine's venv
@@ -38,7 +42,12 @@ interface Options {
   dtype: string | null;
   trl: boolean;
   keep: boolean;
+  workloads: Set<Workload>;
+  onpolicyTeachers: string[];
 }
+
+type Workload = 'sample' | 'train' | 'onpolicy';
+const WORKLOADS: Workload[] = ['sample', 'train', 'onpolicy'];
 
 interface Plan {
   sampleWarmup: number;
@@ -51,6 +60,13 @@ interface Plan {
   trainBatch: number;
   seqLen: number;
   trlNll: boolean;
+  onpolicyBatch: number;
+  onpolicyTokens: number;
+  onpolicyPromptLen: number;
+  onpolicyContextLen: number;
+  onpolicyWarmupSteps: number;
+  onpolicySteps: number;
+  onpolicyLr: number;
 }
 
 type Result = Record<string, unknown> & { kind?: string; impl?: string; tokens_per_s?: number; peak_memory_bytes?: number };
@@ -65,10 +81,12 @@ interface Measurement {
   seconds?: number;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--models a,b] [--threads N] [--device D] [--dtype T] [--no-trl] [--keep]
+const USAGE = `usage: npm run bench -- [--quick] [--models a,b] [--workloads a,b] [--threads N] [--device D] [--dtype T] [--no-trl] [--keep]
 
   --quick        short run: 1 warm-up + 1 timed sampling call, 1 + 2 training steps, no diagnostic variants
   --models a,b   models from bench/models.json (default: all)
+  --workloads a,b  sample, train, onpolicy (default: all)
+  --onpolicy-teacher frozen,ema  teacher kinds for the onpolicy workload (default: frozen)
   --threads N    torch CPU threads in every benchmark process (default: DISTILLERY_THREADS, else torch's default)
   --device D     auto (default) | cpu | cuda | cuda:N
   --dtype T      auto (default) | float32 | bfloat16
@@ -80,7 +98,7 @@ function parseArgs(argv: string[]): Options {
   const envThreads = Number(process.env.DISTILLERY_THREADS ?? '');
   const opts: Options = {
     quick: false, models: null, threads: Number.isInteger(envThreads) && envThreads > 0 ? envThreads : 0,
-    device: null, dtype: null, trl: true, keep: false,
+    device: null, dtype: null, trl: true, keep: false, workloads: new Set(WORKLOADS), onpolicyTeachers: ['frozen'],
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -92,6 +110,18 @@ function parseArgs(argv: string[]): Options {
     switch (arg) {
       case '--quick': opts.quick = true; break;
       case '--models': opts.models = value().split(',').filter(Boolean); break;
+      case '--workloads': {
+        const picked = value().split(',').filter(Boolean);
+        for (const w of picked) if (!(WORKLOADS as string[]).includes(w)) throw new Error(`unknown workload ${w}; expected ${WORKLOADS.join(', ')}`);
+        opts.workloads = new Set(picked as Workload[]);
+        break;
+      }
+      case '--onpolicy-teacher': {
+        const picked = value().split(',').filter(Boolean);
+        for (const t of picked) if (t !== 'frozen' && t !== 'ema') throw new Error(`unknown teacher ${t}; expected frozen or ema`);
+        opts.onpolicyTeachers = picked;
+        break;
+      }
       case '--threads': {
         const n = Number(value());
         if (!Number.isInteger(n) || n < 0) throw new Error('--threads must be a non-negative integer');
@@ -110,11 +140,16 @@ function parseArgs(argv: string[]): Options {
 }
 
 function planFor(opts: Options): Plan {
+  // On-policy step: 8 prompts × 1 rollout of exactly 64 tokens; student prompt 32 tokens, teacher prompt
+  // 32 + 2 + 64 = 98 tokens (the student prompt, "\n\n", a 64-character demonstration).
+  const onpolicy = { onpolicyBatch: 8, onpolicyTokens: 64, onpolicyPromptLen: 32, onpolicyContextLen: 64, onpolicyLr: 1e-5 };
   return opts.quick
     ? { sampleWarmup: 1, sampleRepeats: 1, maxTokens: 64, batches: [1, 32], stopVariant: false,
-        trainWarmupSteps: 1, trainSteps: 2, trainBatch: 16, seqLen: 128, trlNll: false }
+        trainWarmupSteps: 1, trainSteps: 2, trainBatch: 16, seqLen: 128, trlNll: false,
+        ...onpolicy, onpolicyWarmupSteps: 1, onpolicySteps: 2 }
     : { sampleWarmup: 1, sampleRepeats: 5, maxTokens: 64, batches: [1, 32], stopVariant: true,
-        trainWarmupSteps: 2, trainSteps: 8, trainBatch: 16, seqLen: 128, trlNll: true };
+        trainWarmupSteps: 2, trainSteps: 8, trainBatch: 16, seqLen: 128, trlNll: true,
+        ...onpolicy, onpolicyWarmupSteps: 2, onpolicySteps: 6 };
 }
 
 function log(message: string): void {
@@ -223,39 +258,76 @@ interface Row {
   ratio?: number;
 }
 
-function find(all: Measurement[], model: string, kind: string, impl: string, batch?: number): Result | undefined {
+function find(all: Measurement[], model: string, kind: string, impl: string, batch?: number, teacher?: string): Result | undefined {
   for (const m of all) {
     if (m.model !== model) continue;
     for (const r of m.results) {
-      if (r.kind === kind && r.impl === impl && (batch === undefined || r.batch === batch)) return r;
+      if (r.kind === kind && r.impl === impl && (batch === undefined || r.batch === batch) &&
+        (teacher === undefined || r.teacher === teacher)) return r;
     }
   }
   return undefined;
 }
 
-function summaryRows(all: Measurement[], models: string[], plan: Plan): Row[] {
+function summaryRows(all: Measurement[], models: string[], plan: Plan, opts: Options): Row[] {
   const rows: Row[] = [];
   const add = (model: string, workload: string, reference: string, ours?: Result, ref?: Result): void => {
     const ratio = ours?.tokens_per_s !== undefined && ref?.tokens_per_s ? ours.tokens_per_s / ref.tokens_per_s : undefined;
     rows.push({ model, workload, reference, ours, ref, ratio });
   };
   for (const model of models) {
-    for (const b of plan.batches) {
-      add(model, `sample bs=${b}, ${plan.maxTokens} new tokens`, 'HF generate',
-        find(all, model, 'sample', 'engine', b), find(all, model, 'sample', 'hf', b));
+    if (opts.workloads.has('sample')) {
+      for (const b of plan.batches) {
+        add(model, `sample bs=${b}, ${plan.maxTokens} new tokens`, 'HF generate',
+          find(all, model, 'sample', 'engine', b), find(all, model, 'sample', 'hf', b));
+      }
     }
-    if (plan.stopVariant) {
+    if (opts.workloads.has('sample') && plan.stopVariant) {
       const b = Math.max(...plan.batches);
       add(model, `sample bs=${b} + stop-string check`, 'HF generate (no stop)',
         find(all, model, 'sample', 'engine-stop', b), find(all, model, 'sample', 'hf', b));
     }
-    const train = `train bs=${plan.trainBatch}×${plan.seqLen}, full FT`;
-    add(model, train, 'TRL SFTTrainer', find(all, model, 'train', 'engine'), find(all, model, 'train', 'trl'));
-    if (plan.trlNll) {
-      add(model, train, 'TRL, loss_type=nll', find(all, model, 'train', 'engine'), find(all, model, 'train', 'trl-nll'));
+    if (opts.workloads.has('train')) {
+      const train = `train bs=${plan.trainBatch}×${plan.seqLen}, full FT`;
+      add(model, train, 'TRL SFTTrainer', find(all, model, 'train', 'engine'), find(all, model, 'train', 'trl'));
+      if (plan.trlNll) {
+        add(model, train, 'TRL, loss_type=nll', find(all, model, 'train', 'engine'), find(all, model, 'train', 'trl-nll'));
+      }
+    }
+    if (opts.workloads.has('onpolicy')) {
+      for (const teacher of opts.onpolicyTeachers) {
+        add(model, `on-policy step ${plan.onpolicyBatch}×${plan.onpolicyTokens}, ${teacher} teacher`, 'TRL SDFTTrainer',
+          find(all, model, 'onpolicy', 'ours', undefined, teacher), find(all, model, 'onpolicy', 'trl', undefined, teacher));
+      }
     }
   }
   return rows;
+}
+
+/** The on-policy steps in detail: median step, its rollout part and the rest, peak and peak over the baseline. */
+function onpolicyTable(all: Measurement[], models: string[], opts: Options): string {
+  const header = ['model', 'teacher', 'implementation', 'step s', 'rollout s', 'rest s', 'tok/s', 'peak', 'peak − baseline', 'ours/TRL'];
+  const body: string[][] = [];
+  const sec = (v: unknown): string => (typeof v === 'number' ? v.toFixed(3) : '—');
+  for (const model of models) {
+    for (const teacher of opts.onpolicyTeachers) {
+      const ours = find(all, model, 'onpolicy', 'ours', undefined, teacher);
+      const ref = find(all, model, 'onpolicy', 'trl', undefined, teacher);
+      for (const [name, r] of [['engine onpolicy job', ours], ['TRL SDFTTrainer', ref]] as const) {
+        if (!r) continue;
+        const ratio = name === 'engine onpolicy job' && ours?.tokens_per_s && ref?.tokens_per_s
+          ? `${(ours.tokens_per_s / ref.tokens_per_s).toFixed(2)}×` : '';
+        body.push([model, teacher, name, sec(r.step_seconds_median), sec(r.rollout_seconds_median), sec(r.train_seconds_median),
+          fmtRate(r.tokens_per_s), fmtMem(r.peak_memory_bytes), fmtMem(r.peak_memory_delta_bytes as number | undefined), ratio]);
+      }
+    }
+  }
+  if (!body.length) return '';
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const numeric = new Set([3, 4, 5, 6, 7, 8, 9]);
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
 function table(rows: Row[]): string {
@@ -295,10 +367,11 @@ async function main(): Promise<number> {
     ...(opts.threads ? ['--threads', String(opts.threads)] : []),
   ];
   const script = join(BENCH, 'bench.py');
-  const step = async (model: string, label: string, args: string[], trl = false): Promise<Measurement> => {
+  const onpolicyScript = join(BENCH, 'bench_onpolicy.py');
+  const step = async (model: string, label: string, args: string[], trl = false, file = script): Promise<Measurement> => {
     const t0 = Date.now();
     log(`${model}: ${label} …`);
-    const res = await run(py, [script, ...common, ...args], pythonEnv(work, trl, opts.threads), logFile);
+    const res = await run(py, [file, ...common, ...args], pythonEnv(work, trl, opts.threads), logFile);
     const m: Measurement = { model, label, args, trl, results: parseResults(res.stdout), seconds: (Date.now() - t0) / 1000 };
     if (res.code !== 0 || m.results.length === 0) {
       m.error = `exit ${res.code}: ${res.stderrTail.trim().split('\n').slice(-6).join('\n')}`;
@@ -320,6 +393,27 @@ async function main(): Promise<number> {
   const meta: Record<string, Result> = {};
   for (const model of models) {
     const dir = join(work, model);
+    if (opts.workloads.has('onpolicy')) {
+      const odir = join(work, `${model}-onpolicy`);
+      const prep = await step(model, 'on-policy: prepare model and prompts', ['prepare', '--model', model,
+        '--models', join(BENCH, 'models.json'), '--work', odir, '--prompt-len', String(plan.onpolicyPromptLen),
+        '--context-len', String(plan.onpolicyContextLen), '--max-tokens', String(plan.onpolicyTokens),
+        '--prompts', String(plan.onpolicyBatch * (plan.onpolicyWarmupSteps + plan.onpolicySteps))], false, onpolicyScript);
+      measurements.push(prep);
+      if (!prep.error) {
+        meta[model] = prep.results[0]!;
+        for (const teacher of opts.onpolicyTeachers) {
+          const args = ['step', '--work', odir, '--batch', String(plan.onpolicyBatch), '--max-tokens', String(plan.onpolicyTokens),
+            '--warmup-steps', String(plan.onpolicyWarmupSteps), '--steps', String(plan.onpolicySteps),
+            '--lr', String(plan.onpolicyLr), '--teacher', teacher];
+          measurements.push(await step(model, `on-policy step: engine onpolicy job, ${teacher} teacher`, [...args, '--impl', 'ours'], false, onpolicyScript));
+          if (opts.trl) {
+            measurements.push(await step(model, `on-policy step: TRL SDFTTrainer, ${teacher} teacher`, [...args, '--impl', 'trl'], true, onpolicyScript));
+          }
+        }
+      }
+    }
+    if (!opts.workloads.has('sample') && !opts.workloads.has('train')) continue;
     const examples = Math.max(256, plan.trainBatch * (plan.trainWarmupSteps + plan.trainSteps));
     const prep = await step(model, 'prepare model and data', ['prepare', '--model', model, '--models', join(BENCH, 'models.json'),
       '--work', dir, '--seq-len', String(plan.seqLen), '--prompt-len', String(plan.seqLen / 2),
@@ -327,7 +421,7 @@ async function main(): Promise<number> {
     measurements.push(prep);
     if (prep.error) continue;
     meta[model] = prep.results[0]!;
-    for (const b of plan.batches) {
+    for (const b of opts.workloads.has('sample') ? plan.batches : []) {
       const impls = ['engine', ...(plan.stopVariant && b === Math.max(...plan.batches) ? ['engine-stop'] : []), 'hf'];
       measurements.push(await step(model, `sampling bs=${b} (${impls.join(', ')}, interleaved)`, ['sample', '--work', dir,
         '--impl', impls.join(','), '--batch', String(b), '--max-tokens', String(plan.maxTokens),
@@ -335,6 +429,7 @@ async function main(): Promise<number> {
     }
     const trainArgs = ['--work', dir, '--batch', String(plan.trainBatch), '--warmup-steps', String(plan.trainWarmupSteps),
       '--steps', String(plan.trainSteps)];
+    if (!opts.workloads.has('train')) continue;
     measurements.push(await step(model, 'training: engine train job', ['train', '--impl', 'engine', ...trainArgs]));
     if (opts.trl) {
       measurements.push(await step(model, 'training: TRL SFTTrainer', ['train', '--impl', 'trl', ...trainArgs], true));
@@ -344,14 +439,14 @@ async function main(): Promise<number> {
     }
   }
 
-  const rows = summaryRows(measurements, models, plan);
+  const rows = summaryRows(measurements, models, plan, opts);
   const finished = new Date();
   const report = {
     started: started.toISOString(),
     finished: finished.toISOString(),
     seconds: (finished.getTime() - started.getTime()) / 1000,
     command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
-    options: opts,
+    options: { ...opts, workloads: [...opts.workloads] },
     plan,
     host,
     models: meta,
@@ -374,6 +469,13 @@ async function main(): Promise<number> {
     'tokens/s are medians (sampling: generated tokens per call; training: batch×seq tokens per optimizer step); ' +
     `peak = ${host.device === 'cpu' ? 'highest RSS' : 'torch.cuda.max_memory_allocated'} during the timed part\n`);
   console.log(table(rows));
+  const onpolicy = opts.workloads.has('onpolicy') ? onpolicyTable(measurements, models, opts) : '';
+  if (onpolicy) {
+    console.log(`\non-policy steps (${plan.onpolicyBatch} prompts × 1 rollout of exactly ${plan.onpolicyTokens} tokens, ` +
+      `full-vocabulary forward KL; medians of ${plan.onpolicySteps} steps after ${plan.onpolicyWarmupSteps} warm-up; ` +
+      'tok/s = rollout tokens per step / step time; baseline = memory after imports, before the model loads):\n');
+    console.log(onpolicy);
+  }
   const loads = measurements.flatMap((m) => m.results.flatMap((r) => (Array.isArray(r.loadavg_1m) ? (r.loadavg_1m as number[]) : [])));
   if (loads.length) {
     console.log(`\n1-minute load average during the timed parts: ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} ` +

@@ -92,6 +92,8 @@ def _plogp_ratio(log_p: Tensor, log_q: Tensor) -> Tensor:
     neither NaN values nor NaN gradients.
     """
     support = log_p > float("-inf")
+    if bool(support.all()):  # the usual case (softmax of finite logits): no masking passes needed
+        return log_p.exp() * (log_p - log_q)
     safe_log_p = torch.where(support, log_p, torch.zeros_like(log_p))
     safe_log_q = torch.where(support, log_q, torch.zeros_like(log_q))
     terms = safe_log_p.exp() * (safe_log_p - safe_log_q)

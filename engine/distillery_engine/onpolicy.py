@@ -498,15 +498,19 @@ def per_token_loss(
     log_s = log_probs(student_logits, spec.temperature)
     log_t = log_probs(teacher_logits.detach(), spec.temperature)
     with torch.no_grad():
-        full = divergence_terms(log_s.detach(), log_t, spec.kind, spec.beta).sum(-1)  # type: ignore[arg-type]
         entropy = -(log_s.detach().exp() * log_s.detach().nan_to_num(neginf=0.0)).sum(-1)
     clipped = entries = 0.0
+    if spec.estimator != "full":
+        with torch.no_grad():  # the logged KL is always the full-vocabulary divergence
+            full = divergence_terms(log_s.detach(), log_t, spec.kind, spec.beta).sum(-1)  # type: ignore[arg-type]
     if spec.estimator == "sampled_token":
         per_token = sampled_token_reverse_kl(student_logits, teacher_logits, tokens, spec.temperature).surrogate
         return per_token, full, entropy, keep, clipped, entries
     if spec.estimator == "topk":
         log_s, log_t = topk_log_probs(log_s, log_t, spec.topk, spec.topk_support, spec.topk_tail)  # type: ignore[arg-type]
     terms = divergence_terms(log_s, log_t, spec.kind, spec.beta)  # type: ignore[arg-type]
+    if spec.estimator == "full":
+        full = terms.detach().sum(-1)  # before clipping: the logged KL is the unclipped divergence
     if spec.clip is not None:
         terms, was_clipped = clip_pointwise(terms, spec.clip)
         clipped = float((was_clipped.sum(-1) * keep).sum())
