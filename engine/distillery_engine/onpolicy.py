@@ -116,6 +116,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 1e-5,
     "min_lr": 0.0,
     "warmup_steps": 0,
+    "lr_schedule": "cosine",
     "max_steps": None,
     "epochs": None,
     "batch_size": 8,
@@ -185,6 +186,7 @@ class OnPolicySpec:
     lr: float
     min_lr: float
     warmup_steps: int
+    lr_schedule: str
     max_steps: int | None
     epochs: int | None
     batch_size: int
@@ -307,6 +309,8 @@ def validate_spec(spec: dict[str, Any]) -> OnPolicySpec:
     betas = s["betas"]
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)):
         raise ValueError(f"{WHERE}: betas must be two numbers in [0, 1), got {betas!r}")
+    if s["lr_schedule"] not in ("cosine", "linear"):
+        raise ValueError(f"{WHERE}: lr_schedule must be cosine or linear, got {s['lr_schedule']!r}")
     lmbda = s["lmbda"]
     if not is_number(lmbda) or not 0 <= lmbda <= 1:
         raise ValueError(f"{WHERE}: lmbda (the on-policy fraction) must be in [0, 1], got {lmbda!r}")
@@ -334,6 +338,7 @@ def validate_spec(spec: dict[str, Any]) -> OnPolicySpec:
         lr=lr,
         min_lr=min_lr,
         warmup_steps=check_int(s["warmup_steps"], "warmup_steps", 0, WHERE),
+        lr_schedule=s["lr_schedule"],
         max_steps=max_steps,
         epochs=epochs,
         batch_size=check_int(s["batch_size"], "batch_size", 1, WHERE),
@@ -759,7 +764,8 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
     total_steps = ts.max_steps if ts.max_steps is not None else (ts.epochs or 1) * per_epoch
     optimizer = make_optimizer(model, ts.lr, ts.betas, ts.weight_decay)
     min_ratio = ts.min_lr / ts.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, ts.warmup_steps, total_steps, min_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, ts.warmup_steps, total_steps, min_ratio, ts.lr_schedule)
+    )
 
     seed_everything(ts.seed)
     step, elapsed, last_loss = 0, 0.0, float("nan")

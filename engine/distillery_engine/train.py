@@ -252,15 +252,18 @@ def validate_spec(spec: dict[str, Any]) -> TrainSpec:
 # Schedule and data order (pure functions of the step, which is what makes resume exact)
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float, schedule: str = "cosine") -> float:
     """Multiplier of the peak lr for the update at 0-based `step`.
 
     Warmup: (step + 1) / warmup_steps, so no update is wasted at lr 0 and the last warmup step reaches the
-    peak. Then cosine from the peak (at step == warmup_steps) towards min_ratio, reached one step past the end.
+    peak. Then cosine (or linear) decay from the peak (at step == warmup_steps) towards min_ratio, reached one
+    step past the end.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "linear":
+        return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

@@ -175,6 +175,11 @@ def test_warmup_then_cosine_schedule() -> None:
     assert lr_factor(0, 0, 10, 0.0) == 1.0
 
 
+def test_warmup_then_linear_schedule() -> None:
+    values = [lr_factor(s, 2, 12, 0.0, "linear") for s in range(12)]
+    assert values == pytest.approx([0.5, 1.0, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+
+
 # ------------------------------------------------------------------------------------------------- training
 
 

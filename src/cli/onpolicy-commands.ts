@@ -184,8 +184,9 @@ function registerOnPolicyCommand(program: Command, recipe: OnPolicyRecipe): void
     .option('--lora-targets <list>', `modules to adapt, comma-separated, or all-linear (default ${d.train.lora ? fmtTargets(d.train.lora.target_modules) : 'all-linear'})`, targets)
     .option('--no-lora', 'full fine-tuning instead of LoRA')
     .option('--lr <lr>', `peak learning rate (default ${d.train.lr})`, num)
-    .option('--min-lr <lr>', `learning rate at the end of the cosine (default ${d.train.min_lr})`, num)
+    .option('--min-lr <lr>', `learning rate at the end of the decay (default ${d.train.min_lr})`, num)
     .option('--warmup-ratio <r>', `share of steps in linear warmup (default ${d.train.warmup_ratio})`, num)
+    .option('--lr-schedule <kind>', `decay after warmup: cosine or linear (default ${d.train.lr_schedule})`)
     .option('--epochs <e>', `epochs over the records (default ${d.train.epochs})`, num)
     .option('--max-steps <n>', `optimizer steps; overrides --epochs (default ${d.train.max_steps ?? 'from epochs'})`, int)
     .option('--batch-size <n>', `prompts per micro-batch (default ${d.train.batch_size})`, int)
@@ -293,6 +294,7 @@ export function onPolicyFlags(recipe: OnPolicyRecipe, opts: Record<string, unkno
       lr: opts.lr,
       min_lr: opts.minLr,
       warmup_ratio: opts.warmupRatio,
+      lr_schedule: opts.lrSchedule,
       epochs: opts.epochs,
       max_steps: opts.maxSteps,
       batch_size: opts.batchSize,

@@ -63,8 +63,10 @@ export interface OnPolicyTrain {
   lora: LoraConfig | null;
   lr: number;
   min_lr: number;
-  /** Fraction of optimizer steps spent in linear warmup (then cosine towards min_lr). */
+  /** Fraction of optimizer steps spent in linear warmup (then the schedule's decay towards min_lr). */
   warmup_ratio: number;
+  /** Decay after warmup: cosine (SDFT's code) or linear (OPSD's reproduction, TRL's default). */
+  lr_schedule: 'cosine' | 'linear';
   epochs: number;
   /** Overrides epochs when set. */
   max_steps: number | null;
@@ -159,6 +161,7 @@ export const SDFT_DEFAULTS: Defaults = {
     lr: 5e-5,
     min_lr: 0,
     warmup_ratio: 0.1,
+    lr_schedule: 'cosine',
     epochs: 2,
     max_steps: null,
     batch_size: 4,
@@ -199,6 +202,7 @@ export const OPSD_DEFAULTS: Defaults = {
     lr: 5e-6,
     min_lr: 0,
     warmup_ratio: 0,
+    lr_schedule: 'linear',
     epochs: 1,
     max_steps: 100,
     batch_size: 4,
@@ -238,6 +242,7 @@ export const DISTILL_DEFAULTS: Defaults = {
     lr: 2e-5,
     min_lr: 0,
     warmup_ratio: 0,
+    lr_schedule: 'linear',
     epochs: 3,
     max_steps: null,
     batch_size: 8,
@@ -422,6 +427,7 @@ function validate(cfg: OnPolicyConfig): void {
   positive('train.lr', t.lr);
   if (typeof t.min_lr !== 'number' || t.min_lr < 0 || t.min_lr > t.lr) bad(`train.min_lr must be in [0, train.lr] (got ${t.min_lr})`);
   inRange('train.warmup_ratio', t.warmup_ratio, 0, 1, false, true);
+  oneOf('train.lr_schedule', t.lr_schedule, ['cosine', 'linear'] as const);
   positive('train.epochs', t.epochs);
   if (t.max_steps !== null) positive('train.max_steps', t.max_steps, true);
   positive('train.batch_size', t.batch_size, true);
@@ -496,6 +502,7 @@ export function onPolicyJobSpec(cfg: OnPolicyConfig, ctx: JobContext): Record<st
     lr: t.lr,
     min_lr: t.min_lr,
     warmup_steps: warmup,
+    lr_schedule: t.lr_schedule,
     max_steps: total,
     epochs: null,
     batch_size: t.batch_size,

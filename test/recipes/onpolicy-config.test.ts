@@ -167,8 +167,9 @@ test('the job spec follows docs/onpolicy-job.md', () => {
   assert.equal(spec.max_grad_norm, 0.1);
   assert.equal(spec.checkpoint_every, 25);
   assert.equal(spec.record_every, 25);
+  assert.equal(spec.lr_schedule, 'linear'); // OPSD's v3 reproduction decays linearly
   const keys = ['type', 'output_dir', 'model', 'teacher_model', 'data', 'student_chat', 'teacher_chat', 'teacher_prefill', 'max_prompt_len',
-    'max_teacher_prompt_len', 'sampling', 'loss', 'teacher', 'lmbda', 'lora', 'lr', 'min_lr', 'warmup_steps', 'max_steps', 'epochs',
+    'max_teacher_prompt_len', 'sampling', 'loss', 'teacher', 'lmbda', 'lora', 'lr', 'min_lr', 'warmup_steps', 'lr_schedule', 'max_steps', 'epochs',
     'batch_size', 'grad_accum', 'max_grad_norm', 'weight_decay', 'betas', 'seed', 'checkpoint_every', 'record_every'];
   assert.deepEqual(Object.keys(spec).sort(), keys.sort());
   // Without a chat template, enable_thinking has nothing to apply to.
