@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -96,20 +97,41 @@ def build_char_tokenizer(alphabet: str, out_dir: str | os.PathLike[str], model_m
     Ids: <unk>=0, <s>=1, </s>=2, <pad>=3, then one id per distinct character in order of first appearance.
     BOS is prepended by the post-processor, like Llama tokenizers, so base-model prompts look the same.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-    chars: list[str] = []
-    for ch in alphabet:
-        if ch not in chars:
-            chars.append(ch)
-    vocab = {tok: i for i, tok in enumerate(CHAR_SPECIALS)}
-    for ch in chars:
-        if ch in vocab:
-            continue
-        vocab[ch] = len(vocab)
     # A BPE model with no merges is a character-level model; unknown characters map to <unk>.
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tokenizer = Tokenizer(models.BPE(vocab=_specials_then(alphabet), merges=[], unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    _save_tokenizer(tokenizer, out_dir, model_max_length)
+
+
+def build_piece_tokenizer(
+    pieces: list[str], pattern: str, out_dir: str | os.PathLike[str], model_max_length: int = 2048
+) -> None:
+    """Write a tokenizer whose tokens are whole pieces: the text is split by the regex `pattern` (each match is a
+    piece; text between matches too) and each piece is one id, <unk> when it is not in `pieces`.
+
+    Ids: the four specials, then `pieces` in order. Decoding concatenates the pieces, so text round-trips exactly
+    when every piece is known. For small synthetic languages, where an identifier should be one token.
+    """
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.WordLevel(vocab=_specials_then(pieces), unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    _save_tokenizer(tokenizer, out_dir, model_max_length)
+
+
+def _specials_then(tokens: Iterable[str]) -> dict[str, int]:
+    vocab = {tok: i for i, tok in enumerate(CHAR_SPECIALS)}
+    for tok in tokens:
+        if tok not in vocab:
+            vocab[tok] = len(vocab)
+    return vocab
+
+
+def _save_tokenizer(tokenizer: Any, out_dir: str | os.PathLike[str], model_max_length: int) -> None:
+    from tokenizers import decoders, processors
+
     tokenizer.decoder = decoders.Fuse()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]

@@ -47,6 +47,7 @@ from .generate import accepts_logits_to_keep
 from .models import (
     Placement,
     build_char_tokenizer,
+    build_piece_tokenizer,
     build_model_from_config,
     check_model_dir,
     choose_placement,
@@ -171,12 +172,22 @@ def _validate_init(init: Any) -> dict[str, Any]:
     if not isinstance(init.get("config"), dict):
         raise ValueError("train spec: init.config must be an object of model config fields")
     tok = init.get("tokenizer")
-    if not isinstance(tok, dict) or tok.get("kind") != "char":
-        raise ValueError('train spec: init.tokenizer must be {"kind": "char", "alphabet": "..."}')
-    if set(tok) - {"kind", "alphabet"}:
-        raise ValueError(f"train spec: unknown init.tokenizer keys {sorted(set(tok) - {'kind', 'alphabet'})}")
-    if not isinstance(tok.get("alphabet"), str) or not tok["alphabet"]:
-        raise ValueError("train spec: init.tokenizer.alphabet must be a non-empty string")
+    kinds = {"char": {"kind", "alphabet"}, "pieces": {"kind", "pieces", "pattern"}}
+    if not isinstance(tok, dict) or tok.get("kind") not in kinds:
+        raise ValueError('train spec: init.tokenizer must be {"kind": "char", "alphabet": "..."} or '
+                         '{"kind": "pieces", "pieces": [...], "pattern": "REGEX"}')
+    unknown = sorted(set(tok) - kinds[tok["kind"]])
+    if unknown:
+        raise ValueError(f"train spec: unknown init.tokenizer keys {unknown}")
+    if tok["kind"] == "char":
+        if not isinstance(tok.get("alphabet"), str) or not tok["alphabet"]:
+            raise ValueError("train spec: init.tokenizer.alphabet must be a non-empty string")
+    else:
+        pieces = tok.get("pieces")
+        if not isinstance(pieces, list) or not pieces or not all(isinstance(p, str) and p for p in pieces):
+            raise ValueError("train spec: init.tokenizer.pieces must be a non-empty list of non-empty strings")
+        if not isinstance(tok.get("pattern"), str) or not tok["pattern"]:
+            raise ValueError("train spec: init.tokenizer.pattern must be a non-empty regular expression")
     return init
 
 
@@ -313,7 +324,11 @@ def _build_model(
     if spec.model is not None:
         return load_model(spec.model, placement=placement, for_training=True)
     assert spec.init is not None
-    build_char_tokenizer(spec.init["tokenizer"]["alphabet"], tmp_dir)
+    tok = spec.init["tokenizer"]
+    if tok["kind"] == "char":
+        build_char_tokenizer(tok["alphabet"], tmp_dir)
+    else:
+        build_piece_tokenizer(tok["pieces"], tok["pattern"], tmp_dir)
     tokenizer = load_tokenizer(tmp_dir)
     config = config_for_tokenizer(spec.init["config"], tokenizer)
     model = build_model_from_config(config, seed=spec.seed).to(placement.device)

@@ -24,7 +24,14 @@ from distillery_engine.data import (
     tokenize_examples,
 )
 from distillery_engine.jobs import run_job
-from distillery_engine.models import build_char_tokenizer, choose_placement, load_model, load_tokenizer, save_model
+from distillery_engine.models import (
+    build_char_tokenizer,
+    build_piece_tokenizer,
+    choose_placement,
+    load_model,
+    load_tokenizer,
+    save_model,
+)
 from distillery_engine.train import (
     list_checkpoints,
     lr_factor,
@@ -207,6 +214,38 @@ def test_tiny_model_from_init_learns_saves_and_reloads(tmp_path: Path) -> None:
     again, events_after = train(spec)
     assert again == summary
     assert len(progress(events_after)) == 12 and events_after[-1]["type"] == "done"
+
+
+PIECE_PATTERN = r"\n|    | ?[A-Za-z_]+| ?[0-9]| ?[^A-Za-z_0-9\s]| "
+
+
+def test_piece_tokenizer_keeps_identifiers_whole_and_round_trips(tmp_path: Path) -> None:
+    pieces = ["\n", "    ", "def", " f", "(", "x", ")", ":", "return", " offset", ",", "3", " =", " x"]
+    build_piece_tokenizer(pieces, PIECE_PATTERN, tmp_path / "tok")
+    tok = load_tokenizer(tmp_path / "tok")
+    text = "def f(x):\n    return offset(x,3)\n"
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id
+    assert tok.convert_ids_to_tokens(ids[1:]) == ["def", " f", "(", "x", ")", ":", "\n", "    ", "return", " offset", "(",
+                                                  "x", ",", "3", ")", "\n"]
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok("return shift")["input_ids"][-1] == tok.unk_token_id  # unknown pieces map to <unk>
+
+
+def test_train_from_init_with_a_piece_tokenizer(tmp_path: Path) -> None:
+    data = tmp_path / "code.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"def f(x):\n", "completion": f"    return offset(x,{k})\n"}) + "\n"
+                            for k in "0123456789"))
+    pieces = ["\n", "    ", "def", " f", "(", "x", ")", ":", "return", " offset", ","] + list("0123456789")
+    spec = tiny_spec(tmp_path, init={"config": dict(TINY_CONFIG), "tokenizer": {"kind": "pieces", "pieces": pieces,
+                                                                                 "pattern": PIECE_PATTERN}},
+                     data=str(data))
+    summary, _ = train(spec)
+    _, tok = load_model(summary["final_dir"], placement=choose_placement("cpu"))
+    assert len(tok) == 4 + len(pieces)
+    assert tok.decode(tok("    return offset(x,7)\n")["input_ids"], skip_special_tokens=True) == "    return offset(x,7)\n"
+    with pytest.raises(ValueError, match="init.tokenizer.pattern"):
+        validate_spec(tiny_spec(tmp_path, init={"config": dict(TINY_CONFIG), "tokenizer": {"kind": "pieces", "pieces": pieces}}))
 
 
 def test_gradient_accumulation_reports_the_mean_over_the_step(tmp_path: Path) -> None:

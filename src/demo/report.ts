@@ -1,10 +1,17 @@
 import type { Decoding } from '../engine/decoding.js';
 import { describeDecoding } from '../engine/decoding.js';
+import type { EvalSummary } from '../eval/run.js';
 
 /** One measured pass@1 with its bootstrap interval. */
 export interface Measured {
   'pass@1': number;
   ci: [number, number];
+}
+
+/** pass@1 and its interval from an evaluation summary. */
+export function measured(e: EvalSummary): Measured {
+  const p = e.pass_at_k['1']!;
+  return { 'pass@1': p.value, ci: p.ci };
 }
 
 export interface GridPoint extends Measured {
@@ -35,8 +42,8 @@ export interface DemoSummary {
   sandbox: string;
 }
 
-const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
-const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+export const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
+export const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
 /** A terminal table of the before/after result, the base's temperature grid and the time per stage. */
 export function renderDemoTable(s: DemoSummary): string {
@@ -49,22 +56,26 @@ export function renderDemoTable(s: DemoSummary): string {
       rows.push([`${label} grid`, describeDecoding(g.decoding), pct(g['pass@1']) + best, `${pct(g.ci[0])} – ${pct(g.ci[1])}`]);
     }
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  const out = [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)];
-  out.push('');
+  const out = [...textTable(rows), ''];
   out.push(
     `held-out tasks: ${s.tasks.eval} × ${s.tasks.samples_per_task} samples; SSD trained on ${s.filter.kept}/${s.filter.total} ` +
       `of its own samples for ${s.tasks.ssd_prompts} prompts (no answers, no tests)`,
   );
-  out.push(
-    'time: ' +
-      Object.entries(s.stage_seconds)
-        .map(([k, v]) => `${k} ${v.toFixed(1)}s`)
-        .join(', ') +
-      ` — total ${s.seconds.toFixed(1)}s${s.base_reused ? ' (base model reused from the vault)' : ''}`,
-  );
+  out.push(timeLine(s));
   return out.join('\n');
+}
+
+/** Rows as aligned text columns, the first row a header underlined with dashes. */
+export function textTable(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)];
+}
+
+/** "time: stage 1.0s, ... — total Ns" for a demo summary. */
+export function timeLine(s: { stage_seconds: Record<string, number>; seconds: number; base_reused: boolean }): string {
+  const stages = Object.entries(s.stage_seconds).map(([k, v]) => `${k} ${v.toFixed(1)}s`);
+  return `time: ${stages.join(', ')} — total ${s.seconds.toFixed(1)}s${s.base_reused ? ' (base model reused from the vault)' : ''}`;
 }
 
 /** A small SVG chart: pass@1 against evaluation temperature for base and SSD, with CI whiskers. */

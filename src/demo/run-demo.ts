@@ -1,6 +1,5 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomicSync } from '../core/atomic.js';
 import { distilleryHome } from '../core/paths.js';
 import type { EngineWorker } from '../engine/worker.js';
 import type { Decoding } from '../engine/decoding.js';
@@ -9,10 +8,10 @@ import { shortHash } from '../runs/run.js';
 import { resolveSsdConfig } from '../recipes/ssd-config.js';
 import { runSsd } from '../recipes/ssd.js';
 import { takeModel } from '../recipes/models.js';
-import { ensureDemoBase, writeDemoJsonl } from './base-model.js';
+import { ensureDemoBase, stageTimer, writeDemoJsonl, writeDemoReport } from './pipeline.js';
 import { generateSuite, type SuiteSize } from './suite.js';
 import { demoPlan, type DemoPlan } from './plan.js';
-import { renderDemoHtml, type DemoSummary, type GridPoint, type Measured } from './report.js';
+import { measured, renderDemoHtml, type DemoSummary, type GridPoint } from './report.js';
 
 export interface DemoOptions {
   size: SuiteSize;
@@ -30,11 +29,6 @@ export interface DemoOutcome {
 
 const BASE_NAME = 'demo-coder';
 
-function measured(e: EvalSummary): Measured {
-  const p = e.pass_at_k['1']!;
-  return { 'pass@1': p.value, ci: p.ci };
-}
-
 /**
  * The embedded default, end to end: generate the task suite, train a tiny base model from scratch (cached in
  * the vault by the hash of everything that determines it), evaluate it over a temperature grid, run SSD, and
@@ -45,13 +39,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
   const started = Date.now();
   const home = opts.home ?? distilleryHome();
   const plan: DemoPlan = demoPlan(opts.size);
-  const stageSeconds: Record<string, number> = {};
-  const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-    const t0 = Date.now();
-    const r = await fn();
-    stageSeconds[name] = (stageSeconds[name] ?? 0) + (Date.now() - t0) / 1000;
-    return r;
-  };
+  const { seconds: stageSeconds, timed } = stageTimer();
 
   // 1. The suite: deterministic, written once per (seed, size).
   const suite = generateSuite({ seed: plan.seed, size: opts.size });
@@ -138,9 +126,5 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
     size: opts.size,
     sandbox: ev.base.sandbox,
   };
-  const reportHtml = join(ssd.run_dir, 'report.html');
-  const reportJson = join(ssd.run_dir, 'report.json');
-  writeFileAtomicSync(reportHtml, renderDemoHtml(summary));
-  writeFileAtomicSync(reportJson, JSON.stringify(summary, null, 2) + '\n');
-  return { summary, reportHtml, reportJson };
+  return { summary, ...writeDemoReport(ssd.run_dir, summary, renderDemoHtml(summary)) };
 }

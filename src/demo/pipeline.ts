@@ -1,3 +1,4 @@
+/** Steps every demo scenario shares: data files, the cached base model, stage timing, the report files. */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomicSync } from '../core/atomic.js';
@@ -6,6 +7,18 @@ import { runJob } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
 import { shortHash } from '../runs/run.js';
 import { takeModel, importBase, type ModelHandle } from '../recipes/models.js';
+
+/** Times named stages: `timed(name, fn)` runs fn and adds its wall time to `seconds[name]`. */
+export function stageTimer(): { seconds: Record<string, number>; timed: <T>(name: string, fn: () => Promise<T>) => Promise<T> } {
+  const seconds: Record<string, number> = {};
+  const timed = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const t0 = Date.now();
+    const r = await fn();
+    seconds[name] = (seconds[name] ?? 0) + (Date.now() - t0) / 1000;
+    return r;
+  };
+  return { seconds, timed };
+}
 
 /** Writes `rows` as JSON lines into the demo's data folder unless the file is already there (the suite is
  * deterministic, so an existing file holds the same rows); returns its path. */
@@ -76,4 +89,13 @@ export async function ensureDemoBase(req: DemoBaseRequest): Promise<{ base: Mode
   const ref = await importBase(String(done.final_dir), req.name, { kind: 'distillery-demo', description: req.description }, req.home);
   writeFileAtomicSync(marker, JSON.stringify({ ref }) + '\n');
   return { base: await takeModel(ref, req.home), reused: false, seconds: (Date.now() - started) / 1000 };
+}
+
+/** Writes a demo's HTML report and JSON summary into its run folder; returns their paths. */
+export function writeDemoReport(runDir: string, summary: unknown, html: string): { reportHtml: string; reportJson: string } {
+  const reportHtml = join(runDir, 'report.html');
+  const reportJson = join(runDir, 'report.json');
+  writeFileAtomicSync(reportHtml, html);
+  writeFileAtomicSync(reportJson, JSON.stringify(summary, null, 2) + '\n');
+  return { reportHtml, reportJson };
 }
