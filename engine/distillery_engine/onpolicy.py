@@ -80,6 +80,7 @@ from .train import (
     save_checkpoint,
     save_final,
     seed_everything,
+    spec_with_defaults,
     step_microbatches,
     steps_per_epoch,
     trainable_named_parameters,
@@ -284,20 +285,7 @@ def _sampling(spec: dict[str, Any]) -> SamplingParams:
 
 def validate_spec(spec: dict[str, Any]) -> OnPolicySpec:
     """Check an onpolicy job spec and fill in defaults. Raises ValueError / FileNotFoundError with a clear message."""
-    if not isinstance(spec, dict):
-        raise ValueError(f"{WHERE} must be an object, got {type(spec).__name__}")
-    unknown = sorted(set(spec) - set(DEFAULTS) - set(REQUIRED))
-    if unknown:
-        raise ValueError(f"{WHERE}: unknown keys {unknown}")
-    missing = [k for k in REQUIRED if spec.get(k) in (None, "")]
-    if missing:
-        raise ValueError(f"{WHERE}: missing required keys {missing}")
-    s = {**DEFAULTS, **spec}
-    if s["type"] != "onpolicy":
-        raise ValueError(f"{WHERE}: type must be 'onpolicy', got {s['type']!r}")
-    data = Path(s["data"])
-    if not data.is_file():
-        raise FileNotFoundError(f"{WHERE}: data file not found: {data}")
+    s, data = spec_with_defaults(spec, DEFAULTS, REQUIRED, "onpolicy", WHERE)
     max_steps = None if s["max_steps"] is None else check_int(s["max_steps"], "max_steps", 1, WHERE)
     epochs = None if s["epochs"] is None else check_int(s["epochs"], "epochs", 1, WHERE)
     if (max_steps is None) == (epochs is None):

@@ -191,23 +191,31 @@ def _validate_init(init: Any) -> dict[str, Any]:
     return init
 
 
-def validate_spec(spec: dict[str, Any]) -> TrainSpec:
-    """Check a train job spec and fill in defaults. Raises ValueError / FileNotFoundError with a clear message."""
+def spec_with_defaults(
+    spec: Any, defaults: dict[str, Any], required: tuple[str, ...], job_type: str, where: str
+) -> tuple[dict[str, Any], Path]:
+    """The checks every training job spec starts with: an object of known keys with the required ones present,
+    of the right type, whose data file exists. Returns the spec with defaults filled in, and the data path."""
     if not isinstance(spec, dict):
-        raise ValueError(f"train spec must be an object, got {type(spec).__name__}")
-    unknown = sorted(set(spec) - set(DEFAULTS) - set(REQUIRED))
+        raise ValueError(f"{where} must be an object, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(defaults) - set(required))
     if unknown:
-        raise ValueError(f"train spec: unknown keys {unknown}")
-    missing = [k for k in REQUIRED if spec.get(k) in (None, "")]
+        raise ValueError(f"{where}: unknown keys {unknown}")
+    missing = [k for k in required if spec.get(k) in (None, "")]
     if missing:
-        raise ValueError(f"train spec: missing required keys {missing}")
-    s = {**DEFAULTS, **spec}
-    if s["type"] != "train":
-        raise ValueError(f"train spec: type must be 'train', got {s['type']!r}")
-
+        raise ValueError(f"{where}: missing required keys {missing}")
+    s = {**defaults, **spec}
+    if s["type"] != job_type:
+        raise ValueError(f"{where}: type must be {job_type!r}, got {s['type']!r}")
     data = Path(s["data"])
     if not data.is_file():
-        raise FileNotFoundError(f"train spec: data file not found: {data}")
+        raise FileNotFoundError(f"{where}: data file not found: {data}")
+    return s, data
+
+
+def validate_spec(spec: dict[str, Any]) -> TrainSpec:
+    """Check a train job spec and fill in defaults. Raises ValueError / FileNotFoundError with a clear message."""
+    s, data = spec_with_defaults(spec, DEFAULTS, REQUIRED, "train", "train spec")
     if (s["model"] is None) == (s["init"] is None):
         raise ValueError("train spec: give exactly one of 'model' (a model folder) and 'init' (config + tokenizer)")
     model = check_model_dir(s["model"]) if s["model"] is not None else None

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import type { EvalSummary } from '../eval/run.js';
 import { UserError } from '../core/errors.js';
 import { sha256File } from '../core/hash.js';
 import {
@@ -51,7 +52,8 @@ export interface RegisterDistilled {
   parent: ModelHandle;
   runId: string;
   recipe: Record<string, unknown>;
-  evaluation: Record<string, unknown> | null;
+  /** Base and result scored with one decoding, when the run evaluated them. */
+  evaluation: { base: EvalSummary; distilled: EvalSummary } | null;
   home?: string;
 }
 
@@ -61,7 +63,15 @@ export async function registerDistilled(dir: string, r: RegisterDistilled): Prom
     parent: { ref: r.parent.ref, digest: r.parent.digest },
     run_id: r.runId,
     recipe: r.recipe,
-    evaluation: r.evaluation ?? {},
+    evaluation: r.evaluation
+      ? {
+          decoding: r.evaluation.base.decoding,
+          n: r.evaluation.base.n,
+          tasks: r.evaluation.base.tasks,
+          base: r.evaluation.base.pass_at_k,
+          distilled: r.evaluation.distilled.pass_at_k,
+        }
+      : {},
   };
   const m = await registerModel(dir, { name: r.name, lineage, source: { kind: 'distillery-run', run_id: r.runId } }, r.home);
   return modelRefString(m);

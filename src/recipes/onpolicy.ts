@@ -279,15 +279,7 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
         chat: { student: prepared.student_chat, teacher: prepared.teacher_chat },
         teacher: teacher ? { ref: teacher.ref, digest: teacher.digest } : null,
       },
-      evaluation: evaluation
-        ? {
-            decoding: evaluation.base.decoding,
-            n: evaluation.base.n,
-            tasks: evaluation.base.tasks,
-            base: evaluation.base.pass_at_k,
-            distilled: evaluation.distilled.pass_at_k,
-          }
-        : null,
+      evaluation,
       home: hooks.home,
     });
     hooks.log(`registered ${ref}`);
@@ -295,8 +287,7 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
   });
   run.finish();
 
-  const seconds: Record<string, number> = {};
-  for (const [stage, s] of Object.entries(run.stages)) seconds[stage] = s.seconds ?? 0;
+  const seconds = run.stageSeconds();
   return {
     recipe: cfg.recipe,
     run_id: run.id,

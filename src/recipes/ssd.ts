@@ -168,15 +168,7 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
       parent: base,
       runId: run.id,
       recipe: { name: 'ssd', config: cfg },
-      evaluation: evaluation
-        ? {
-            decoding: evaluation.base.decoding,
-            n: evaluation.base.n,
-            tasks: evaluation.base.tasks,
-            base: evaluation.base.pass_at_k,
-            distilled: evaluation.distilled.pass_at_k,
-          }
-        : null,
+      evaluation,
       home: hooks.home,
     });
     hooks.log(`registered ${ref}`);
@@ -184,8 +176,7 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
   });
   run.finish();
 
-  const seconds: Record<string, number> = {};
-  for (const [name, s] of Object.entries(run.stages)) seconds[name] = s.seconds ?? 0;
+  const seconds = run.stageSeconds();
   return {
     run_id: run.id,
     run_dir: run.dir,

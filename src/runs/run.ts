@@ -97,6 +97,11 @@ export class Run {
     return this.record.stages;
   }
 
+  /** Seconds spent in each stage so far (0 for a stage without a recorded time). */
+  stageSeconds(): Record<string, number> {
+    return Object.fromEntries(Object.entries(this.record.stages).map(([name, s]) => [name, s.seconds ?? 0]));
+  }
+
   path(...parts: string[]): string {
     return join(this.dir, ...parts);
   }
