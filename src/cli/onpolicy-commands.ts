@@ -157,7 +157,7 @@ function registerOnPolicyCommand(program: Command, recipe: OnPolicyRecipe): void
     .option('--max-teacher-prompt-len <n>', `longest teacher prompt in tokens (default ${d.max_teacher_prompt_len})`, int)
     .option('--samples-per-prompt <n>', `rollouts per prompt (default ${d.sampling.n})`, int)
     .option('--sample-batch-size <n>', `prompts generated together (default ${d.sampling.batch_size})`, int);
-  addDecodingOptions(cmd, '', 'rollout');
+  addDecodingOptions(cmd, '', 'rollout', 'run seed: data order, rollouts and LoRA initialisation (default 0)');
   cmd
     .option('--divergence <d>', `forward_kl (KL(teacher‖student)), reverse_kl, jsd, or auto (by --beta as GKD) (default ${d.loss.divergence ?? 'auto'})`, divergence)
     .option('--beta <b>', `JSD mixture weight of the teacher; with --divergence auto: 0 forward KL, 1 reverse KL (default ${d.loss.beta})`, num)

@@ -24,7 +24,7 @@ export function collect(value: string, previous: string[] | undefined): string[]
 }
 
 /** Decoding flags shared by every command that samples; `prefix` distinguishes e.g. --eval-temperature. */
-export function addDecodingOptions(cmd: Command, prefix = '', what = 'sampling'): Command {
+export function addDecodingOptions(cmd: Command, prefix = '', what = 'sampling', seedHelp = `${what} seed`): Command {
   const p = prefix ? `${prefix}-` : '';
   return cmd
     .option(`--${p}temperature <t>`, `${what} temperature (0 = greedy)`, num)
@@ -33,7 +33,7 @@ export function addDecodingOptions(cmd: Command, prefix = '', what = 'sampling')
     .option(`--${p}min-p <p>`, `${what} min-p (0 = off)`, num)
     .option(`--${p}max-tokens <n>`, `${what}: most tokens per completion`, int)
     .option(`--${p}stop <text>`, `${what}: stop sequence (repeatable; \\n for newline)`, collect)
-    .option(`--${p}seed <n>`, `${what} seed`, int);
+    .option(`--${p}seed <n>`, seedHelp, int);
 }
 
 /** Reads the decoding flags added by addDecodingOptions back into engine field names (only those given). */
