@@ -2,7 +2,7 @@ import { UserError } from '../core/errors.js';
 
 /**
  * Prompt templates of the on-policy recipes, as versioned constants copied verbatim from the reference code
- * and papers (docs/recipes/sdft.md, opsd.md; sources in /work/shared/research/self-distillation.md §2.2, §3.2).
+ * and papers (docs/recipes/sdft.md, opsd.md; sources in ../shared/research/self-distillation.md §2.2, §3.2).
  * A run records the id and the exact strings it used (templates.json in the run folder), because the wording
  * changed between versions of the reference code.
  *
