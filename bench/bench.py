@@ -457,6 +457,39 @@ def cmd_train(args: argparse.Namespace) -> None:
     })
 
 
+def trl_training_args(out_dir: Path, batch: int, total_steps: int, lr: float, placement) -> dict[str, Any]:
+    """TRL/transformers training arguments that match the engine's training loop: cosine to 0 with no warmup,
+    AdamW (torch) with betas 0.9/0.999 and no weight decay, grad clipping 1.0, one micro-batch per step, the same
+    precision (fp32, or bf16 autocast where the engine uses it), no gradient checkpointing (TRL's default is on),
+    logging every step, nothing saved."""
+    if placement.autocast_dtype not in (None, torch.bfloat16):
+        raise SystemExit("the TRL side supports fp32 or bf16 autocast only")
+    return dict(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,
+        max_steps=total_steps,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        bf16=placement.autocast_dtype == torch.bfloat16,
+        fp16=False,
+        use_cpu=placement.device.type == "cpu",
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+
+
 def train_trl(args: argparse.Namespace, work: Path, out_dir: Path, meta: dict[str, Any], total_steps: int,
               clock: StepClock, placement) -> dict[str, Any]:
     """The same SFT workload through TRL's SFTTrainer: same initial weights (the same model folder), data,
@@ -480,38 +513,13 @@ def train_trl(args: argparse.Namespace, work: Path, out_dir: Path, meta: dict[st
     model.config.use_cache = False  # the engine's forward passes use_cache=False too
     tokenizer = load_tokenizer(work / "model")
     dataset = datasets.Dataset.from_list(read_jsonl(work / "train.jsonl"))
-    bf16 = placement.autocast_dtype == torch.bfloat16
-    if placement.autocast_dtype not in (None, torch.bfloat16):
-        raise SystemExit("the TRL side supports fp32 or bf16 autocast only")
-
     config = SFTConfig(
-        output_dir=str(out_dir),
-        per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1,
-        max_steps=total_steps,
-        learning_rate=args.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        max_grad_norm=1.0,
-        optim="adamw_torch",
-        bf16=bf16,
-        fp16=False,
-        use_cpu=placement.device.type == "cpu",
-        gradient_checkpointing=False,
+        **trl_training_args(out_dir, args.batch, total_steps, args.lr, placement),
         max_length=seq_len,
         packing=False,
         padding_free=False,
         completion_only_loss=True,
         loss_type="nll" if args.impl == "trl-nll" else "chunked_nll",
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
     )
 
     class StepTimer(TrainerCallback):

@@ -60,6 +60,7 @@ from bench import (  # noqa: E402
     random_text,
     read_jsonl,
     step_stats,
+    trl_training_args,
     sync,
 )
 from distillery_engine.models import (  # noqa: E402
@@ -287,9 +288,6 @@ def run_trl(args: argparse.Namespace, work: Path, out_dir: Path, total_steps: in
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
 
     datasets.disable_progress_bars()
-    if placement.autocast_dtype not in (None, torch.bfloat16):
-        raise SystemExit("the TRL side supports fp32 or bf16 autocast only")
-    bf16 = placement.autocast_dtype == torch.bfloat16
     model_dir = work / "model"
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     tokenizer = load_tokenizer(model_dir)
@@ -300,23 +298,8 @@ def run_trl(args: argparse.Namespace, work: Path, out_dir: Path, total_steps: in
     dataset = datasets.Dataset.from_list([{"prompt": r["prompt"], "privileged_context": r["context"]} for r in rows])
 
     config = SDFTConfig(
-        output_dir=str(out_dir),
-        per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1,
+        **trl_training_args(out_dir, args.batch, total_steps, args.lr, placement),
         num_generations=1,
-        max_steps=total_steps,
-        learning_rate=args.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        max_grad_norm=1.0,
-        optim="adamw_torch",
-        bf16=bf16,
-        fp16=False,
-        use_cpu=placement.device.type == "cpu",
-        gradient_checkpointing=False,
         max_prompt_length=None,
         max_completion_length=args.max_tokens,
         temperature=1.0,
@@ -331,12 +314,6 @@ def run_trl(args: argparse.Namespace, work: Path, out_dir: Path, total_steps: in
         teacher_model_kind="base" if args.teacher == "frozen" else "ema",
         teacher_update_rate=args.ema_rate,
         teacher_sync_steps=1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
     )
 
     class StepTimer(TrainerCallback):

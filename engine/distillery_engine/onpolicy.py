@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -62,7 +61,7 @@ from .losses import (
     sampled_token_reverse_kl,
     topk_log_probs,
 )
-from .models import Placement, check_model_dir, choose_placement, count_parameters, load_model, load_tokenizer
+from .models import Placement, check_model_dir, count_parameters, load_model, load_tokenizer
 from .train import (
     LoraSpec,
     apply_lora,
@@ -71,6 +70,7 @@ from .train import (
     check_int,
     check_same_run,
     data_position,
+    finished_or_cleaned,
     fingerprint_of,
     is_number,
     list_checkpoints,
@@ -84,6 +84,7 @@ from .train import (
     step_microbatches,
     steps_per_epoch,
     trainable_named_parameters,
+    training_placement,
     validate_lora,
     write_json_atomic,
 )
@@ -711,25 +712,14 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
 
     Returns the fields of the `done` event (docs/onpolicy-job.md)."""
     ts = validate_spec(spec)
-    placement = choose_placement(ts.device, ts.dtype)
-    if placement.autocast_dtype == torch.float16:
-        raise ValueError(f"{WHERE}: float16 training needs loss scaling, which is not supported; use bfloat16 or float32")
+    placement = training_placement(ts.device, ts.dtype, WHERE)
     out = ts.output_dir
-    out.mkdir(parents=True, exist_ok=True)
     fingerprint = fingerprint_of(spec, ts.data, DEFAULTS, RESUMABLE_CHANGES)
     final_dir, adapter_dir, done_file = out / "final", out / "adapter", out / "done.json"
     ckpt_root, metrics_file, boundaries_file = out / "checkpoints", out / "metrics.jsonl", out / "boundaries.jsonl"
-
-    if done_file.is_file() and (final_dir / "config.json").is_file():
-        done = json.loads(done_file.read_text())
-        check_same_run(done["fingerprint"], fingerprint, out)
-        events.emit("log", message=f"already trained: {final_dir}")
-        return done["summary"]
-    for stale in [*out.glob(".tmp-*"), *ckpt_root.glob(".tmp-*"), final_dir, adapter_dir]:
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
+    finished = finished_or_cleaned(out, fingerprint, events)
+    if finished is not None:
+        return finished
 
     model, tokenizer = load_model(ts.model, placement=placement, for_training=True)
     pad_id = tokenizer.pad_token_id

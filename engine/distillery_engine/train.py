@@ -583,31 +583,46 @@ def save_final(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: 
     os.replace(tmp, out / "final")
 
 
+def training_placement(device: str | None, dtype: str | None, where: str) -> Placement:
+    placement = choose_placement(device, dtype)
+    if placement.autocast_dtype == torch.float16:
+        raise ValueError(f"{where}: float16 training needs loss scaling, which is not supported; use bfloat16 or float32")
+    return placement
+
+
+def finished_or_cleaned(out: Path, fingerprint: dict[str, Any], events: EventLog) -> dict[str, Any] | None:
+    """A training job's start in `out`: the summary of a finished run of the same spec (done.json with final/),
+    or None after removing what an interrupted attempt left (temp folders, a final/ or adapter/ not yet
+    confirmed by done.json). Checkpoints stay, to resume from."""
+    out.mkdir(parents=True, exist_ok=True)
+    final_dir, done_file = out / "final", out / "done.json"
+    if done_file.is_file() and (final_dir / "config.json").is_file():
+        done = json.loads(done_file.read_text())
+        check_same_run(done["fingerprint"], fingerprint, out)
+        events.emit("log", message=f"already trained: {final_dir}")
+        summary: dict[str, Any] = done["summary"]
+        return summary
+    for stale in [*out.glob(".tmp-*"), *(out / "checkpoints").glob(".tmp-*"), final_dir, out / "adapter"]:
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    return None
+
+
 def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
     """Run (or resume, or recognise as finished) a train job; emit progress, log and checkpoint events.
 
     Returns the fields of the `done` event: {final_dir, steps, final_loss, seconds, parameters,
     trainable_parameters} (+ adapter_dir for LoRA). `seconds` is training time summed over resumed attempts."""
     ts = validate_spec(spec)
-    placement = choose_placement(ts.device, ts.dtype)
-    if placement.autocast_dtype == torch.float16:
-        raise ValueError("train spec: float16 training needs loss scaling, which is not supported; use bfloat16 or float32")
+    placement = training_placement(ts.device, ts.dtype, "train spec")
     out = ts.output_dir
-    out.mkdir(parents=True, exist_ok=True)
     fingerprint = fingerprint_of(spec, ts.data, DEFAULTS)
     final_dir, adapter_dir, done_file, ckpt_root = out / "final", out / "adapter", out / "done.json", out / "checkpoints"
-
-    if done_file.is_file() and (final_dir / "config.json").is_file():
-        done = json.loads(done_file.read_text())
-        check_same_run(done["fingerprint"], fingerprint, out)
-        events.emit("log", message=f"already trained: {final_dir}")
-        return done["summary"]
-    # Leftovers of an interrupted attempt: temp folders and a final/ not yet confirmed by done.json.
-    for stale in [*out.glob(".tmp-*"), *ckpt_root.glob(".tmp-*"), final_dir, adapter_dir]:
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
+    finished = finished_or_cleaned(out, fingerprint, events)
+    if finished is not None:
+        return finished
 
     with tempfile.TemporaryDirectory(prefix="distillery-tok-") as tok_dir:
         model, tokenizer = _build_model(ts, placement, Path(tok_dir))

@@ -127,3 +127,14 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
   writeFileAtomicSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
   return summary;
 }
+
+/** A recipe's evaluation: its base model and its result scored on the same tasks with the identical request. */
+export async function evaluateBeforeAfter(
+  common: Omit<EvalRequest, 'modelDir' | 'modelDigest' | 'label'>,
+  base: { dir: string; digest: string },
+  result: { dir: string; digest: string },
+): Promise<{ base: EvalSummary; distilled: EvalSummary }> {
+  const baseEval = await evaluateModel({ ...common, modelDir: base.dir, modelDigest: base.digest, label: 'evaluate base' });
+  const distilled = await evaluateModel({ ...common, modelDir: result.dir, modelDigest: result.digest, label: 'evaluate distilled' });
+  return { base: baseEval, distilled };
+}

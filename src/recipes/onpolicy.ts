@@ -8,7 +8,7 @@ import { startProgress } from '../core/progress.js';
 import type { Decoding } from '../engine/decoding.js';
 import { runJob } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
-import { evaluateModel, evalCacheDir, type EvalSummary } from '../eval/run.js';
+import { evaluateBeforeAfter, evalCacheDir, type EvalSummary } from '../eval/run.js';
 import { loadTasks, type CodeTask } from '../eval/tasks.js';
 import { Run } from '../runs/run.js';
 import { configTemplates, onPolicyJobSpec, resolveDivergence, type ChatSetting, type OnPolicyConfig, type OnPolicyRecipe } from './onpolicy-config.js';
@@ -251,19 +251,13 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
       ...ev.decoding,
       chat_template: ev.decoding.chat_template === 'auto' ? hasChatTemplate(base.dir) : ev.decoding.chat_template,
     };
-    evaluation = await run.stage('evaluate', async () => {
-      const common = { worker: hooks.worker, tasks, decoding, n: ev.n, k: ev.k, quiet: hooks.quiet };
-      const cacheDir = evalCacheDir(hooks.home);
-      const baseEval = await evaluateModel({ ...common, modelDir: base.dir, modelDigest: base.digest, cacheDir, label: 'evaluate base' });
-      const distilled = await evaluateModel({
-        ...common,
-        modelDir: train.final_dir,
-        modelDigest: await folderDigest(train.final_dir),
-        cacheDir,
-        label: 'evaluate distilled',
-      });
-      return { base: baseEval, distilled };
-    });
+    evaluation = await run.stage('evaluate', async () =>
+      evaluateBeforeAfter(
+        { worker: hooks.worker, tasks, decoding, n: ev.n, k: ev.k, quiet: hooks.quiet, cacheDir: evalCacheDir(hooks.home) },
+        base,
+        { dir: train.final_dir, digest: await folderDigest(train.final_dir) },
+      ),
+    );
   }
 
   // Stage 4: register as a new version with its lineage.

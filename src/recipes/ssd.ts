@@ -6,7 +6,7 @@ import { parseJsonlObjects } from '../core/jsonl.js';
 import { startProgress } from '../core/progress.js';
 import { runJob, readSamples } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
-import { evaluateModel, evalCacheDir, type EvalSummary } from '../eval/run.js';
+import { evaluateBeforeAfter, evalCacheDir, type EvalSummary } from '../eval/run.js';
 import { loadTasks } from '../eval/tasks.js';
 import { Run } from '../runs/run.js';
 import { filterSamples, type FilterStats } from './ssd-filter.js';
@@ -146,19 +146,13 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
   let evaluation: SsdResult['evaluation'] = null;
   if (cfg.eval && tasks) {
     const ev = cfg.eval;
-    evaluation = await run.stage('evaluate', async () => {
-      const common = { worker: hooks.worker, tasks, decoding: ev.decoding, n: ev.n, k: ev.k, quiet: hooks.quiet };
-      const cacheDir = evalCacheDir(hooks.home);
-      const baseEval = await evaluateModel({ ...common, modelDir: base.dir, modelDigest: base.digest, cacheDir, label: 'evaluate base' });
-      const distilled = await evaluateModel({
-        ...common,
-        modelDir: train.final_dir,
-        modelDigest: await folderDigest(train.final_dir),
-        cacheDir,
-        label: 'evaluate distilled',
-      });
-      return { base: baseEval, distilled };
-    });
+    evaluation = await run.stage('evaluate', async () =>
+      evaluateBeforeAfter(
+        { worker: hooks.worker, tasks, decoding: ev.decoding, n: ev.n, k: ev.k, quiet: hooks.quiet, cacheDir: evalCacheDir(hooks.home) },
+        base,
+        { dir: train.final_dir, digest: await folderDigest(train.final_dir) },
+      ),
+    );
   }
 
   // Stage 5: register as a new model version with its lineage.
