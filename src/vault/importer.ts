@@ -84,7 +84,7 @@ export async function importModel(layout: VaultLayout, dir: string, opts: Import
     const base = {
       schema: MANIFEST_SCHEMA, name, created: new Date().toISOString(), digest: modelDigest(files),
       format: info.format, architecture: info.architecture, model_type: info.model_type,
-      parameters: info.parameters, dtype: info.dtype, license: info.license,
+      parameters: info.parameters, dtype: info.dtype, license: info.license, details: info.details,
       source: opts.source ?? { kind: 'local-dir', path: info.dir }, files, lineage,
     } as const;
     // Versions are claimed by creating the manifest file exclusively; losing a race just means retrying

@@ -13,7 +13,20 @@ import { manifestPath, type VaultLayout } from './layout.js';
 
 export const MANIFEST_SCHEMA = 1;
 
-export type ModelFormat = 'hf-safetensors' | 'hf-pytorch';
+export type ModelFormat = 'hf-safetensors' | 'hf-pytorch' | 'gguf' | 'peft-adapter';
+export const MODEL_FORMATS: readonly ModelFormat[] = ['hf-safetensors', 'hf-pytorch', 'gguf', 'peft-adapter'];
+
+/** Format-specific facts read at import (what `vault list/show` and the mirror need without opening files). */
+export interface ModelDetails {
+  /** The context length the model was built for (config.json max_position_embeddings, GGUF <arch>.context_length). */
+  context_length?: number | null;
+  /** GGUF: the weights' file type, e.g. "Q4_K_M" or "F16". */
+  quantization?: string | null;
+  /** The chat template (tokenizer_config.json or tokenizer.chat_template in GGUF). */
+  chat_template?: string | null;
+  /** Adapters: the base model named in adapter_config.json and the vault model it matched, if any. */
+  base_model?: { name: string | null; ref: string | null; digest: string | null } | null;
+}
 
 export interface ManifestFile {
   /** Relative path inside the model folder, '/'-separated on every OS. */
@@ -43,6 +56,7 @@ export interface ModelMetadata {
   parameters: number | null;
   dtype: string | null;
   license: string | null;
+  details: ModelDetails | null;
 }
 
 export interface Manifest extends ModelMetadata {
@@ -109,7 +123,7 @@ export function parseManifest(text: string, where: string): Manifest {
   if (!Number.isSafeInteger(m.version) || (m.version as number) < 1) throw bad('version must be an integer ≥ 1');
   if (typeof m.created !== 'string') throw bad('created must be a string');
   if (!isSha256Hex(m.digest)) throw bad('digest must be 64 hex characters');
-  if (m.format !== 'hf-safetensors' && m.format !== 'hf-pytorch') throw bad(`unknown format ${JSON.stringify(m.format)}`);
+  if (!MODEL_FORMATS.includes(m.format as ModelFormat)) throw bad(`unknown format ${JSON.stringify(m.format)}`);
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files must be a non-empty list');
   for (const f of m.files as unknown[]) {
     if (!isObject(f) || typeof f.path !== 'string' || !isSafeRelativePath(f.path) || !isSha256Hex(f.sha256) || !Number.isSafeInteger(f.size) || (f.size as number) < 0) {
@@ -122,6 +136,9 @@ export function parseManifest(text: string, where: string): Manifest {
   }
   if (m.parameters !== null && !Number.isSafeInteger(m.parameters)) throw bad('parameters must be an integer or null');
   if (m.lineage !== null) validateLineage(m.lineage, where);
+  // Manifests written before `details` existed simply have none.
+  if (m.details === undefined) m.details = null;
+  if (m.details !== null && !isObject(m.details)) throw bad('details must be an object or null');
   return m as unknown as Manifest;
 }
 
@@ -139,7 +156,7 @@ export function serializeManifest(m: Manifest): string {
   const ordered: Manifest = {
     schema: m.schema, name: m.name, version: m.version, created: m.created, digest: m.digest, format: m.format,
     architecture: m.architecture, model_type: m.model_type, parameters: m.parameters, dtype: m.dtype,
-    license: m.license, source: m.source, files: m.files, lineage: m.lineage,
+    license: m.license, details: m.details, source: m.source, files: m.files, lineage: m.lineage,
   };
   return JSON.stringify(ordered, null, 2) + '\n';
 }

@@ -88,7 +88,27 @@ export async function inspectModelFolder(dir: string, opts: { license?: string }
     parameters: safetensors.length > 0 ? parameters : null,
     dtype: dominant ? torchDtypeName(dominant) : configDtype,
     license: opts.license ?? readmeLicense(byPath.get('README.md')?.abs),
+    details: {
+      context_length: Number.isSafeInteger(cfg.max_position_embeddings) ? (cfg.max_position_embeddings as number) : null,
+      chat_template: chatTemplateOf(byPath.get('tokenizer_config.json')?.abs),
+    },
   };
+}
+
+/** tokenizer_config.json's `chat_template` (a string, or the first of a named list), or null. */
+function chatTemplateOf(path: string | undefined): string | null {
+  if (!path) return null;
+  try {
+    const t = (JSON.parse(readFileSync(path, 'utf8')) as { chat_template?: unknown }).chat_template;
+    if (typeof t === 'string') return t;
+    if (Array.isArray(t)) {
+      const first = t.find((x): x is { template: string } => typeof x === 'object' && x !== null && typeof x.template === 'string');
+      return first?.template ?? null;
+    }
+  } catch {
+    /* not our job to validate tokenizer files; the model still imports */
+  }
+  return null;
 }
 
 /** All regular files under root, following symlinks (Hugging Face cache snapshots are symlink farms). */
