@@ -38,6 +38,11 @@ Start here:
 
 /** Runs the CLI; returns the process exit code. Errors meant for people print without a stack trace. */
 export async function main(argv: string[]): Promise<number> {
+  // `distillery … | head` closes the pipe early: stop quietly, as other command-line tools do.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import { distilleryHome } from '../core/paths.js';
 import { startProgress, formatDuration } from '../core/progress.js';
 import {
-  getManifest, importModel, inspectModelFolder, listModels, modelSize, verifyVault,
-  type Manifest, type ModelRow, type VerifyReport,
+  collectGarbage, getManifest, importFrom, inspectModelFolder, lineageTree, listModels, modelSize, verifyVault,
+  type Manifest, type ModelRow, type TreeNode, type VerifyReport,
 } from '../vault/vault.js';
 import { parseModelRef } from '../vault/refs.js';
 import { vaultLayout } from '../vault/layout.js';
@@ -114,34 +114,51 @@ Example:
     );
 
   vault
-    .command('import <dir>')
-    .description('Copy a Hugging Face model folder (config.json + safetensors/bin weights) into the vault as a new version.')
-    .requiredOption('--name <name>', 'model name: lowercase letters, digits, ".", "_", "-" (at most 64 characters)')
+    .command('import <path>')
+    .description('Import a model into the vault as a new version: a Hugging Face model folder or cache, or a PEFT adapter folder.')
+    .option('--name <name>', 'model name: lowercase letters, digits, ".", "_", "-" (default: derived from the repo or folder name)')
     .option('--license <license>', 'license identifier (default: `license:` from README.md front matter)')
+    .option('--repo <org/name>', 'Hugging Face cache: the model to take from a hub folder that holds several')
+    .option('--revision <rev>', 'Hugging Face cache: branch, tag, commit or commit prefix (default: main)')
+    .option('--base <ref>', 'adapter: the vault model it was trained on (default: matched from adapter_config.json)')
     .option('--json', 'print the new manifest as JSON')
     .addHelpText(
       'after',
       `
-The folder is checked first (config.json, weight files, safetensors headers); a broken folder changes
-nothing. Importing the same name again adds the next version; identical files are stored once.
+What PATH can be:
+  a Hugging Face model folder   config.json + *.safetensors or pytorch_model*.bin
+  a Hugging Face cache          .../hub/models--ORG--NAME (or the hub folder with --repo ORG/NAME, or a
+                                snapshot folder); the repo id and commit are recorded, so "distillery
+                                mirror" can serve the model back under the same id
+  a PEFT adapter folder         adapter_config.json + adapter_model.safetensors, linked to its base model
 
-Example:
-  distillery vault import ~/models/Qwen3-0.6B --name qwen3-0.6b --license apache-2.0`,
+Everything is checked first (config, weight headers, revision); a broken source changes nothing. Importing
+the same name again adds the next version; identical files are stored once.
+
+Examples:
+  distillery vault import ~/models/Qwen3-0.6B --name qwen3-0.6b --license apache-2.0
+  distillery vault import ~/.cache/huggingface/hub --repo Qwen/Qwen3-0.6B --revision main
+  distillery vault import ./my-lora --base qwen3-0.6b`,
     )
-    .action(async (dir: string, opts: { name: string; license?: string; json?: boolean }) => {
+    .action(async (path: string, opts: { name?: string; license?: string; repo?: string; revision?: string; base?: string; json?: boolean }) => {
       let bar: ReturnType<typeof bytesProgress> | null = null;
-      const m = await importModel(dir, {
+      const { manifest: m, notes } = await importFrom(path, {
         name: opts.name,
         license: opts.license,
+        repo: opts.repo,
+        revision: opts.revision,
+        base: opts.base,
         onProgress: (p) => {
-          bar ??= bytesProgress(`import ${opts.name}`, p.bytesTotal);
+          bar ??= bytesProgress(`import ${opts.name ?? path}`, p.bytesTotal);
           bar.update(p.bytesDone);
         },
       });
       (bar as ReturnType<typeof bytesProgress> | null)?.done(`${formatBytes(modelSize(m))} stored`);
+      for (const n of notes) process.stderr.write(`note: ${n}\n`);
       if (opts.json) return printJson(m);
+      const what = m.format === 'peft-adapter' ? `adapter for ${m.details?.base_model?.ref ?? m.details?.base_model?.name ?? 'an unknown base'}` : (m.architecture ?? 'unknown architecture');
       process.stdout.write(
-        `imported ${m.name}:${m.version}: ${m.architecture ?? 'unknown architecture'}, ${formatParams(m.parameters)} parameters, ` +
+        `imported ${m.name}:${m.version}: ${what}, ${formatParams(m.parameters)} parameters, ` +
           `${formatBytes(modelSize(m))} in ${m.files.length} file(s)\ndigest ${m.digest}\n`,
       );
     });
@@ -233,4 +250,104 @@ Examples:
       }
       if (!report.ok) process.exitCode = 1;
     });
+
+  vault
+    .command('gc')
+    .description('Remove stored files no model uses any more (left by interrupted imports or removed models).')
+    .option('--dry-run', 'only report what would be removed')
+    .option('--json', 'print the report as JSON')
+    .addHelpText(
+      'after',
+      `
+Nothing is removed while an import is in progress, or when a manifest cannot be read (its files could not
+be told apart from garbage). Temp files of dead imports and views of removed models go too.
+
+Examples:
+  distillery vault gc --dry-run
+  distillery vault gc`,
+    )
+    .action((opts: { dryRun?: boolean; json?: boolean }) => {
+      const r = collectGarbage({ dryRun: opts.dryRun });
+      if (opts.json) return printJson(r);
+      const verb = r.dryRun ? 'would remove' : 'removed';
+      for (const b of r.removed) process.stdout.write(`${verb} ${b.sha256} (${formatBytes(b.size)})\n`);
+      if (r.blockedBy.length > 0) {
+        process.stdout.write(`stopped: import(s) in progress: ${r.blockedBy.join(', ')}; run gc again when they finish\n`);
+        if (!r.dryRun) process.exitCode = 1;
+      }
+      process.stdout.write(
+        `${verb} ${r.removed.length} unused blob(s), ${formatBytes(r.bytes)}; ${r.kept} blob(s) in use` +
+          (r.dryRun ? '' : `; ${r.tempsRemoved} temp file(s) and ${r.viewsRemoved} stale view(s) removed`) + '\n',
+      );
+    });
+
+  vault
+    .command('tree [ref]')
+    .description('Show base models with their distilled descendants and adapters, and the runs that made them.')
+    .option('--json', 'print the tree as JSON')
+    .addHelpText('after', '\nExamples:\n  distillery vault tree\n  distillery vault tree stories260k-ssd')
+    .action((ref: string | undefined, opts: { json?: boolean }) => {
+      const roots = lineageTree(ref);
+      if (opts.json) return printJson(roots.map(treeJson));
+      if (roots.length === 0) {
+        process.stdout.write(`the vault is empty (${distilleryHome()})\n`);
+        return;
+      }
+      process.stdout.write(roots.map((r) => renderTree(r)).join('\n') + '\n');
+    });
+}
+
+/** A tree node without the full manifests (which `vault show --json` prints). */
+function treeJson(n: TreeNode): Record<string, unknown> {
+  const m = n.manifest;
+  return {
+    ref: n.ref,
+    digest: m?.digest ?? n.missing?.digest ?? null,
+    in_vault: m !== null,
+    relation: n.relation,
+    format: m?.format ?? null,
+    run_id: m?.lineage?.run_id ?? null,
+    recipe: recipeName(m),
+    evaluation: m?.lineage?.evaluation ?? null,
+    children: n.children.map(treeJson),
+  };
+}
+
+function recipeName(m: Manifest | null): string | null {
+  const r = m?.lineage?.recipe;
+  return r && typeof r.name === 'string' ? r.name : null;
+}
+
+/** "pass@1 61.3% → 88.9%" from a lineage evaluation summary, when it has one. */
+function evalSummary(m: Manifest): string | null {
+  const e = m.lineage?.evaluation as { base?: Record<string, { value: number }>; distilled?: Record<string, { value: number }> } | undefined;
+  const k = e?.base && e.distilled ? Object.keys(e.distilled).sort((a, b) => Number(a) - Number(b))[0] : undefined;
+  if (k === undefined || !e?.base?.[k] || !e.distilled?.[k]) return null;
+  const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
+  return `pass@${k} ${pct(e.base[k].value)} → ${pct(e.distilled[k].value)}`;
+}
+
+function nodeLine(n: TreeNode): string {
+  const m = n.manifest;
+  if (!m) return `${n.ref} (not in this vault, digest ${short(n.missing!.digest)})`;
+  const facts = [m.format === 'peft-adapter' ? `adapter (${m.model_type ?? 'peft'})` : (m.architecture ?? m.format), formatParams(m.parameters)];
+  if (m.lineage) {
+    facts.push(`${recipeName(m) ?? 'recipe'} run ${m.lineage.run_id}`);
+    const ev = evalSummary(m);
+    if (ev) facts.push(ev);
+  }
+  return `${n.ref}  ${facts.join(' · ')}`;
+}
+
+function renderTree(root: TreeNode): string {
+  const lines = [nodeLine(root)];
+  const walk = (n: TreeNode, prefix: string) => {
+    n.children.forEach((c, i) => {
+      const last = i === n.children.length - 1;
+      lines.push(`${prefix}${last ? '└─ ' : '├─ '}${nodeLine(c)}`);
+      walk(c, prefix + (last ? '   ' : '│  '));
+    });
+  };
+  walk(root, '');
+  return lines.join('\n');
 }

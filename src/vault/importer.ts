@@ -4,9 +4,10 @@ import { UserError } from '../core/errors.js';
 import type { VaultLayout } from './layout.js';
 import {
   listManifestLocations, modelDigest, readManifest, validateLineage, versionsOf, writeNewManifest,
-  MANIFEST_SCHEMA, type Lineage, type Manifest, type ManifestFile, type ModelSource,
+  MANIFEST_SCHEMA, type Lineage, type Manifest, type ManifestFile, type ModelMetadata, type ModelSource,
 } from './manifest.js';
-import { inspectModelFolder } from './model-folder.js';
+import { inspectModelFolder, type FolderFile } from './model-folder.js';
+import { beginPending } from './pending.js';
 import { validateModelName } from './names.js';
 import { indexManifest, queryByDigest, withIndex } from './index-db.js';
 import { hasBlob, putBlob, removeBlob, sweepStaleTemps, syncBlobDir } from './store.js';
@@ -28,7 +29,7 @@ export interface ImportOptions {
   name: string;
   /** Overrides the license found in README.md's front matter. */
   license?: string;
-  /** Where the model came from; defaults to {kind: 'local-dir', path: <absolute dir>}. */
+  /** Where the model came from; defaults to what the source reader recorded ({kind: 'local-dir', path} for folders). */
   source?: ModelSource;
   lineage?: Lineage | null;
   onProgress?: (p: ImportProgress) => void;
@@ -41,15 +42,38 @@ export interface ImportHooks {
 
 const MAX_VERSION_RACES = 100;
 
+/** A model ready to import: its files on disk, what was read off them, and where it came from. */
+export interface PreparedImport extends ModelMetadata {
+  files: FolderFile[];
+  /** Recorded unless the caller's options override it. */
+  source: ModelSource;
+}
+
+/** Imports a Hugging Face model folder (see inspectModelFolder) as the next version of `opts.name`. */
 export async function importModel(layout: VaultLayout, dir: string, opts: ImportOptions, hooks: ImportHooks = {}): Promise<Manifest> {
-  // Everything that can be checked is checked before the first write.
+  checkImportOptions(opts);
+  const info = await inspectModelFolder(dir, { license: opts.license?.trim() });
+  return importPrepared(layout, { ...info, source: { kind: 'local-dir', path: info.dir } }, opts, hooks);
+}
+
+function checkImportOptions(opts: ImportOptions): { name: string; lineage: Lineage | null; license: string | undefined } {
   const name = validateModelName(opts.name);
   const lineage = opts.lineage == null ? null : validateLineage(opts.lineage, `${name}`);
   const license = opts.license === undefined ? undefined : opts.license.trim();
   if (license === '') throw new UserError('--license must not be empty');
-  const info = await inspectModelFolder(dir, { license });
+  return { name, lineage, license };
+}
+
+/**
+ * Stores the prepared files and publishes the manifest. Files whose content the source names (`sha256`, e.g.
+ * Ollama's `sha256-…` blobs) are checked after copying, so a damaged source is refused, not archived.
+ */
+export async function importPrepared(layout: VaultLayout, info: PreparedImport, opts: ImportOptions, hooks: ImportHooks = {}): Promise<Manifest> {
+  // Everything that can be checked is checked before the first write.
+  const { name, lineage, license } = checkImportOptions(opts);
 
   sweepStaleTemps(layout);
+  const pending = beginPending(layout, `import ${name}`);
   const bytesTotal = info.files.reduce((s, f) => s + f.size, 0);
   let bytesDone = 0;
   const created = new Set<string>();
@@ -68,6 +92,9 @@ export async function importModel(layout: VaultLayout, dir: string, opts: Import
       if (blob.size !== f.size) {
         throw new UserError(`${f.abs} changed while it was being imported (${f.size} bytes before, ${blob.size} after)`, 'import again once the folder is no longer being written');
       }
+      if (f.sha256 !== undefined && blob.sha256 !== f.sha256) {
+        throw new UserError(`${f.abs} is damaged: its content hashes to sha256 ${blob.sha256}, but the source names it ${f.sha256}`, 'restore the source (e.g. pull the model again) and import again');
+      }
       files.push({ path: f.path, sha256: blob.sha256, size: blob.size });
       await hooks.afterFile?.(f.path);
     }
@@ -84,8 +111,8 @@ export async function importModel(layout: VaultLayout, dir: string, opts: Import
     const base = {
       schema: MANIFEST_SCHEMA, name, created: new Date().toISOString(), digest: modelDigest(files),
       format: info.format, architecture: info.architecture, model_type: info.model_type,
-      parameters: info.parameters, dtype: info.dtype, license: info.license, details: info.details,
-      source: opts.source ?? { kind: 'local-dir', path: info.dir }, files, lineage,
+      parameters: info.parameters, dtype: info.dtype, license: license ?? info.license, details: info.details,
+      source: opts.source ?? info.source, files, lineage,
     } as const;
     // Versions are claimed by creating the manifest file exclusively; losing a race just means retrying
     // with the next number.
@@ -113,6 +140,8 @@ export async function importModel(layout: VaultLayout, dir: string, opts: Import
       /* not empty or not there */
     }
     throw e;
+  } finally {
+    pending.end();
   }
 }
 

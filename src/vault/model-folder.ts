@@ -14,6 +14,8 @@ export interface FolderFile {
   path: string;
   abs: string;
   size: number;
+  /** The content's sha256 where the source names it (Ollama blobs); checked on import. */
+  sha256?: string;
 }
 
 export interface ModelFolderInfo extends ModelMetadata {
@@ -31,16 +33,7 @@ function isJunk(name: string): boolean {
 const PYTORCH_WEIGHTS = /^pytorch_model.*\.bin$/;
 
 export async function inspectModelFolder(dir: string, opts: { license?: string } = {}): Promise<ModelFolderInfo> {
-  const root = resolve(dir);
-  let st;
-  try {
-    st = statSync(root);
-  } catch {
-    throw new UserError(`model folder not found: ${root}`);
-  }
-  if (!st.isDirectory()) throw new UserError(`not a folder: ${root}`, 'import a Hugging Face model folder (config.json + weights)');
-
-  const files = listFiles(root);
+  const { root, files } = listFolder(dir, 'import a Hugging Face model folder (config.json + weights)');
   const byPath = new Map(files.map((f) => [f.path, f]));
 
   const configFile = byPath.get('config.json');
@@ -66,17 +59,7 @@ export async function inspectModelFolder(dir: string, opts: { license?: string }
 
   // Every safetensors file anywhere must be sound, but only the files that make up the model count towards
   // its size: a sharded checkpoint's index names its shards, and repos sometimes ship extra copies.
-  const counted = new Set(shardsFromIndex(byPath) ?? safetensors.map((f) => f.path));
-  let parameters = 0;
-  const elements: Record<string, number> = {};
-  for (const f of files.filter((f) => f.path.endsWith('.safetensors'))) {
-    const info = await readSafetensorsInfo(f.abs, f.abs);
-    if (!counted.has(f.path)) continue;
-    parameters += info.parameters;
-    for (const [dt, n] of Object.entries(info.elementsByDtype)) elements[dt] = (elements[dt] ?? 0) + n;
-  }
-
-  const dominant = Object.entries(elements).sort((a, b) => b[1] - a[1])[0]?.[0];
+  const { parameters, dominant } = await safetensorsStats(files, new Set(shardsFromIndex(byPath) ?? safetensors.map((f) => f.path)));
   const configDtype = typeof cfg.torch_dtype === 'string' ? cfg.torch_dtype : typeof cfg.dtype === 'string' ? cfg.dtype : null;
   const archs = cfg.architectures;
   return {
@@ -109,6 +92,36 @@ function chatTemplateOf(path: string | undefined): string | null {
     /* not our job to validate tokenizer files; the model still imports */
   }
   return null;
+}
+
+/**
+ * Checks every safetensors file's header; counts parameters (and the dominant dtype, as a torch name) over
+ * the files in `counted` only.
+ */
+export async function safetensorsStats(files: FolderFile[], counted: Set<string>): Promise<{ parameters: number; dominant: string | undefined }> {
+  let parameters = 0;
+  const elements: Record<string, number> = {};
+  for (const f of files.filter((f) => f.path.endsWith('.safetensors'))) {
+    const info = await readSafetensorsInfo(f.abs, f.abs);
+    if (!counted.has(f.path)) continue;
+    parameters += info.parameters;
+    for (const [dt, n] of Object.entries(info.elementsByDtype)) elements[dt] = (elements[dt] ?? 0) + n;
+  }
+  const dominant = Object.entries(elements).sort((a, b) => b[1] - a[1])[0]?.[0];
+  return { parameters, dominant };
+}
+
+/** The folder's files (see listFiles), with a clear error when it is not a folder. */
+export function listFolder(dir: string, hint: string): { root: string; files: FolderFile[] } {
+  const root = resolve(dir);
+  let st;
+  try {
+    st = statSync(root);
+  } catch {
+    throw new UserError(`not found: ${root}`);
+  }
+  if (!st.isDirectory()) throw new UserError(`not a folder: ${root}`, hint);
+  return { root, files: listFiles(root) };
 }
 
 /** All regular files under root, following symlinks (Hugging Face cache snapshots are symlink farms). */

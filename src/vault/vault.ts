@@ -10,6 +10,12 @@ import { verifyVault as verifyIn, type VerifyProgress, type VerifyReport } from 
 import { queryByDigest, queryModels, rebuildIndex as rebuildIn, withIndex, type ModelRow, type RebuildResult } from './index-db.js';
 import { materializeView } from './views.js';
 import type { Manifest } from './manifest.js';
+import { importPrepared } from './importer.js';
+import { prepareSource, type SourceKind, type SourceOptions } from './sources/prepare.js';
+import { collectGarbage as gcIn, type GcReport } from './gc.js';
+import { lineageTree as treeIn, type TreeNode } from './tree.js';
+import { UserError } from '../core/errors.js';
+import { validateModelName } from './names.js';
 
 export type { ImportOptions, ImportProgress, RegisterOptions } from './importer.js';
 export type { ResolvedModel, ParsedRef } from './refs.js';
@@ -20,6 +26,38 @@ export { MANIFEST_SCHEMA, modelDigest, modelSize, modelRefString } from './manif
 export { validateModelName, isValidModelName } from './names.js';
 export { inspectModelFolder, type ModelFolderInfo } from './model-folder.js';
 export { vaultLayout, type VaultLayout } from './layout.js';
+export type { GcReport } from './gc.js';
+export type { TreeNode } from './tree.js';
+export type { SourceKind, SourceOptions } from './sources/prepare.js';
+
+export interface ImportFromOptions extends SourceOptions, Omit<ImportOptions, 'name'> {
+  /** Defaults to a name derived from the source (the repo or folder name). */
+  name?: string;
+}
+
+/**
+ * Imports whatever `path` is (Hugging Face model folder or cache, PEFT adapter folder) as the next version of
+ * a model. Returns the manifest, the kind of source read, and notes for the person importing.
+ */
+export async function importFrom(path: string, opts: ImportFromOptions, home: string = distilleryHome()): Promise<{ manifest: Manifest; kind: SourceKind; notes: string[] }> {
+  const layout = vaultLayout(home);
+  if (opts.name !== undefined) validateModelName(opts.name); // a typo'd name fails before any reading
+  const prepared = await prepareSource(layout, path, opts);
+  const name = opts.name ?? prepared.suggestedName;
+  if (name === null) throw new UserError(`cannot derive a model name from ${path}`, 'pass --name NAME');
+  const manifest = await importPrepared(layout, prepared, { ...opts, name });
+  return { manifest, kind: prepared.kind, notes: prepared.notes };
+}
+
+/** Removes blobs no model uses (see gc.ts); `dryRun` only reports. */
+export function collectGarbage(opts: { dryRun?: boolean } = {}, home: string = distilleryHome()): GcReport {
+  return gcIn(vaultLayout(home), opts);
+}
+
+/** The lineage forest, or the tree containing `ref`. */
+export function lineageTree(ref?: string, home: string = distilleryHome()): TreeNode[] {
+  return treeIn(vaultLayout(home), ref);
+}
 
 /** Imports a Hugging Face model folder as the next version of `opts.name`. Returns its manifest. */
 export function importModel(dir: string, opts: ImportOptions, home: string = distilleryHome()): Promise<Manifest> {

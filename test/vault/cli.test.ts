@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { registerVaultCommands, formatBytes, formatParams } from '../../src/cli/vault-commands.js';
 import { UserError } from '../../src/core/errors.js';
 import { freshHome, makeFakeModel, stories260kDir, tempDir } from './helpers.js';
+import { registerModel } from '../../src/vault/vault.js';
 
 let home = '';
 before(() => {
@@ -106,12 +107,32 @@ test('every vault command has a description and an example', () => {
   const program = new Command();
   registerVaultCommands(program);
   const vault = program.commands.find((c) => c.name() === 'vault')!;
-  assert.deepEqual(vault.commands.map((c) => c.name()), ['import', 'list', 'show', 'verify']);
+  assert.deepEqual(vault.commands.map((c) => c.name()), ['import', 'list', 'show', 'verify', 'gc', 'tree']);
   for (const c of [vault, ...vault.commands]) {
     assert.ok(c.description().length > 10, c.name());
     let help = '';
     c.configureOutput({ writeOut: (s) => (help += s) });
     c.outputHelp();
     assert.match(help, /Example/, c.name());
+  }
+});
+
+test('tree and gc through the CLI', async () => {
+  process.env.DISTILLERY_HOME = freshHome();
+  try {
+    await cli('import', makeFakeModel(join(tempDir(), 'root-model')), '--name', 'root');
+    const root = JSON.parse((await cli('show', 'root', '--json')).out) as { digest: string };
+    await registerModel(makeFakeModel(join(tempDir(), 'kid'), { tokenizer: '{"kid": 1}' }), {
+      name: 'root-ssd',
+      lineage: { parent: { ref: 'root:1', digest: root.digest }, run_id: 'run-7', recipe: { name: 'ssd' }, evaluation: { base: { 1: { value: 0.25, ci: [0, 1] } }, distilled: { 1: { value: 0.5, ci: [0, 1] } } } },
+    });
+    const tree = await cli('tree');
+    assert.equal(tree.out, 'root:1  LlamaForCausalLM · 264\n└─ root-ssd:1  LlamaForCausalLM · 264 · ssd run run-7 · pass@1 25.0% → 50.0%\n');
+    const treeJson = JSON.parse((await cli('tree', 'root-ssd', '--json')).out) as Array<{ ref: string; children: Array<{ recipe: string }> }>;
+    assert.equal(treeJson[0]?.children[0]?.recipe, 'ssd');
+    const gc = await cli('gc', '--dry-run');
+    assert.match(gc.out, /would remove 0 unused blob\(s\), 0 B; \d+ blob\(s\) in use\n$/);
+  } finally {
+    process.env.DISTILLERY_HOME = home;
   }
 });

@@ -1,0 +1,139 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { sha256Hex } from '../../src/core/hash.js';
+import { UserError } from '../../src/core/errors.js';
+import { importFrom, importModel, listModels, verifyVault } from '../../src/vault/vault.js';
+import { freshHome, makeFakeModel, tempDir, writeSafetensors } from './helpers.js';
+
+/**
+ * Writes a Hugging Face cache repo the way huggingface_hub does: content in blobs/<etag>, each revision a
+ * snapshots/<commit>/ folder of relative symlinks into blobs/, branch names in refs/.
+ */
+function makeHfCache(hub: string, repoId: string, revisions: Record<string, string>, refs: Record<string, string>): string {
+  const repo = join(hub, `models--${repoId.replace('/', '--')}`);
+  for (const [commit, source] of Object.entries(revisions)) {
+    const walk = (abs: string, rel: string) => {
+      for (const name of readdirSync(abs, { withFileTypes: true })) {
+        const childRel = rel ? `${rel}/${name.name}` : name.name;
+        if (name.isDirectory()) {
+          walk(join(abs, name.name), childRel);
+          continue;
+        }
+        const data = readFileSync(join(abs, name.name));
+        const blob = join(repo, 'blobs', sha256Hex(data));
+        mkdirSync(dirname(blob), { recursive: true });
+        writeFileSync(blob, data);
+        const link = join(repo, 'snapshots', commit, childRel);
+        mkdirSync(dirname(link), { recursive: true });
+        symlinkSync(relative(dirname(link), blob), link);
+      }
+    };
+    walk(source, '');
+  }
+  for (const [ref, commit] of Object.entries(refs)) {
+    mkdirSync(dirname(join(repo, 'refs', ref)), { recursive: true });
+    writeFileSync(join(repo, 'refs', ref), commit);
+  }
+  return repo;
+}
+
+const C1 = 'a'.repeat(40);
+const C2 = 'b'.repeat(39) + 'c';
+
+function twoRevisionCache(): { hub: string; repo: string } {
+  const hub = join(tempDir(), 'hub');
+  const v1 = makeFakeModel(join(tempDir(), 'v1'), { readme: null });
+  const v2 = makeFakeModel(join(tempDir(), 'v2'), { readme: null, tokenizer: '{"version": "2.0"}' });
+  const repo = makeHfCache(hub, 'Org/Tiny-Model', { [C1]: v1, [C2]: v2 }, { main: C2, 'refs/pr/1': C1 });
+  return { hub, repo };
+}
+
+test('Hugging Face cache: a repo folder imports its main revision with repo id and commit recorded', async () => {
+  const { repo } = twoRevisionCache();
+  const home = freshHome();
+  const { manifest: m, kind } = await importFrom(repo, {}, home);
+  assert.equal(kind, 'hf-cache');
+  assert.equal(m.name, 'tiny-model'); // derived from the repo name
+  assert.deepEqual(m.source, { kind: 'hf-cache', repo_id: 'Org/Tiny-Model', revision: C2, path: repo });
+  assert.ok(m.files.some((f) => f.path === 'extra/notes.txt'), 'subfolder files come through the symlinks');
+  const tok = m.files.find((f) => f.path === 'tokenizer.json');
+  assert.equal(tok?.sha256, sha256Hex('{"version": "2.0"}'));
+  assert.equal((await verifyVault(undefined, undefined, home)).ok, true);
+});
+
+test('Hugging Face cache: revisions by ref, nested ref, commit and prefix; the hub root with --repo; a snapshot folder', async () => {
+  const { hub, repo } = twoRevisionCache();
+  const home = freshHome();
+  const rev = async (path: string, opts: { revision?: string; repo?: string }) => (await importFrom(path, { name: 'm', ...opts }, home)).manifest.source.revision;
+  assert.equal(await rev(repo, { revision: 'refs/pr/1' }), C1);
+  assert.equal(await rev(repo, { revision: C1 }), C1);
+  assert.equal(await rev(repo, { revision: 'bbbbbbb' }), C2);
+  assert.equal(await rev(hub, { repo: 'Org/Tiny-Model' }), C2);
+  assert.equal(await rev(join(repo, 'snapshots', C1), {}), C1);
+  // Identical files across the five imports are stored once.
+  const versions = listModels('m', home);
+  assert.equal(versions.length, 5);
+});
+
+test('Hugging Face cache: clear errors for an unknown revision, a hub root without --repo, a missing snapshot', async () => {
+  const { hub, repo } = twoRevisionCache();
+  const home = freshHome();
+  await assert.rejects(importFrom(repo, { revision: 'v9' }, home), (e: unknown) => e instanceof UserError && /has no revision "v9"/.test(e.message) && /refs: main, refs\/pr\/1/.test(e.hint ?? ''));
+  await assert.rejects(importFrom(hub, {}, home), (e: unknown) => e instanceof UserError && /choose one with --repo/.test(e.message) && /Org\/Tiny-Model/.test(e.hint ?? ''));
+  await assert.rejects(importFrom(hub, { repo: 'Org/Other' }, home), /Org\/Other is not in the Hugging Face cache/);
+  writeFileSync(join(repo, 'refs', 'dev'), 'd'.repeat(40));
+  await assert.rejects(importFrom(repo, { revision: 'dev' }, home), /whose snapshot is not in the cache/);
+  await assert.rejects(importFrom(repo, { base: 'foo' }, home), /--base applies to adapter folders/);
+  assert.equal(listModels(undefined, home).length, 0, 'failed imports leave nothing');
+});
+
+function makeAdapter(dir: string, base: string): string {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', base_model_name_or_path: base, r: 4, lora_alpha: 8, target_modules: ['q_proj'] }));
+  writeSafetensors(join(dir, 'adapter_model.safetensors'), { 'base_model.model.q_proj.lora_A.weight': { shape: [4, 8] }, 'base_model.model.q_proj.lora_B.weight': { shape: [8, 4] } });
+  writeFileSync(join(dir, 'README.md'), '---\nlibrary_name: peft\n---\n');
+  return dir;
+}
+
+test('PEFT adapters link to their base: by original repo id, by name, by --base; a missing base is noted', async () => {
+  const home = freshHome();
+  const { repo } = twoRevisionCache();
+  const { manifest: base } = await importFrom(repo, { name: 'tiny' }, home);
+  const byRepo = await importFrom(makeAdapter(join(tempDir(), 'lora-a'), 'Org/Tiny-Model'), {}, home);
+  assert.equal(byRepo.kind, 'peft-adapter');
+  assert.equal(byRepo.manifest.format, 'peft-adapter');
+  assert.equal(byRepo.manifest.model_type, 'lora');
+  assert.equal(byRepo.manifest.parameters, 64);
+  assert.equal(byRepo.manifest.architecture, 'LlamaForCausalLM');
+  assert.deepEqual(byRepo.manifest.details?.base_model, { name: 'Org/Tiny-Model', ref: 'tiny:1', digest: base.digest });
+  assert.deepEqual(byRepo.notes, []);
+
+  const byName = await importFrom(makeAdapter(join(tempDir(), 'lora-b'), 'tiny'), {}, home);
+  assert.equal(byName.manifest.details?.base_model?.ref, 'tiny:1');
+
+  const other = await importModel(makeFakeModel(join(tempDir(), 'o')), { name: 'other' }, home);
+  const explicit = await importFrom(makeAdapter(join(tempDir(), 'lora-c'), 'Org/Tiny-Model'), { base: 'other' }, home);
+  assert.equal(explicit.manifest.details?.base_model?.digest, other.digest);
+
+  const orphan = await importFrom(makeAdapter(join(tempDir(), 'lora-d'), 'Someone/Else'), {}, home);
+  assert.equal(orphan.manifest.details?.base_model?.ref, null);
+  assert.match(orphan.notes[0] ?? '', /base model \(Someone\/Else\) is not in the vault/);
+
+  await assert.rejects(importFrom(makeAdapter(join(tempDir(), 'lora-e'), 'x'), { base: 'lora-a' }, home), /is itself an adapter/);
+  const noWeights = join(tempDir(), 'bad-adapter');
+  mkdirSync(noWeights);
+  writeFileSync(join(noWeights, 'adapter_config.json'), '{}');
+  await assert.rejects(importFrom(noWeights, { name: 'bad' }, home), /has no adapter weights/);
+  writeFileSync(join(noWeights, 'adapter_config.json'), '[1]');
+  await assert.rejects(importFrom(noWeights, { name: 'bad' }, home), /adapter_config\.json is not valid: not a JSON object/);
+});
+
+test('import refuses files and missing paths with a clear message', async () => {
+  const home = freshHome();
+  const file = join(tempDir(), 'weights.bin');
+  writeFileSync(file, 'x');
+  await assert.rejects(importFrom(file, { name: 'x' }, home), /is a file; vault import reads folders/);
+  await assert.rejects(importFrom(join(tempDir(), 'nope'), { name: 'x' }, home), /not found: /);
+});
