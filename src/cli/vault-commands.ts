@@ -2,9 +2,14 @@ import type { Command } from 'commander';
 import { distilleryHome } from '../core/paths.js';
 import { startProgress, formatDuration } from '../core/progress.js';
 import {
-  collectGarbage, getManifest, importFrom, inspectModelFolder, lineageTree, listModels, modelSize, verifyVault,
-  type Manifest, type ModelRow, type TreeNode, type VerifyReport,
+  collectGarbage, getManifest, importAllOllama, importFrom, inspectModelFolder, lineageTree, listModels, modelSize, verifyVault,
+  type ImportProgress, type Manifest, type ModelRow, type TreeNode, type VerifyReport,
 } from '../vault/vault.js';
+import { UserError } from '../core/errors.js';
+
+interface ImportCliOptions {
+  name?: string; license?: string; repo?: string; revision?: string; base?: string; file?: string; model?: string; all?: boolean; json?: boolean;
+}
 import { parseModelRef } from '../vault/refs.js';
 import { vaultLayout } from '../vault/layout.js';
 import { table } from './format.js';
@@ -115,13 +120,16 @@ Example:
 
   vault
     .command('import <path>')
-    .description('Import a model into the vault as a new version: a Hugging Face model folder or cache, or a PEFT adapter folder.')
+    .description('Import a model into the vault as a new version: a Hugging Face folder or cache, a GGUF file, an Ollama models folder, or a PEFT adapter.')
     .option('--name <name>', 'model name: lowercase letters, digits, ".", "_", "-" (default: derived from the repo or folder name)')
     .option('--license <license>', 'license identifier (default: `license:` from README.md front matter)')
     .option('--repo <org/name>', 'Hugging Face cache: the model to take from a hub folder that holds several')
     .option('--revision <rev>', 'Hugging Face cache: branch, tag, commit or commit prefix (default: main)')
     .option('--base <ref>', 'adapter: the vault model it was trained on (default: matched from adapter_config.json)')
-    .option('--json', 'print the new manifest as JSON')
+    .option('--file <name>', 'folder of GGUF files: which one (file name, or a split set\'s name)')
+    .option('--model <model[:tag]>', 'Ollama models folder: which model (e.g. qwen3:8b)')
+    .option('--all', 'Ollama models folder: import every model, each under its own name')
+    .option('--json', 'print the new manifest(s) as JSON')
     .addHelpText(
       'after',
       `
@@ -131,6 +139,10 @@ What PATH can be:
                                 snapshot folder); the repo id and commit are recorded, so "distillery
                                 mirror" can serve the model back under the same id
   a PEFT adapter folder         adapter_config.json + adapter_model.safetensors, linked to its base model
+  a GGUF file                   model.gguf, or any part of a split set (NAME-00001-of-0000N.gguf: the whole
+                                set is imported); a folder of GGUF files with --file to pick one
+  an Ollama models folder       ~/.ollama/models (manifests/ + blobs/) with --model NAME:TAG or --all; the
+                                weights become model.gguf, Ollama's own layers are kept under ollama/
 
 Everything is checked first (config, weight headers, revision); a broken source changes nothing. Importing
 the same name again adds the next version; identical files are stored once.
@@ -138,29 +150,35 @@ the same name again adds the next version; identical files are stored once.
 Examples:
   distillery vault import ~/models/Qwen3-0.6B --name qwen3-0.6b --license apache-2.0
   distillery vault import ~/.cache/huggingface/hub --repo Qwen/Qwen3-0.6B --revision main
-  distillery vault import ./my-lora --base qwen3-0.6b`,
+  distillery vault import ./my-lora --base qwen3-0.6b
+  distillery vault import ~/Downloads/qwen3-8b-q4_k_m.gguf
+  distillery vault import ~/.ollama/models --model qwen3:8b`,
     )
-    .action(async (path: string, opts: { name?: string; license?: string; repo?: string; revision?: string; base?: string; json?: boolean }) => {
+    .action(async (path: string, opts: ImportCliOptions) => {
+      if (opts.all && (opts.name !== undefined || opts.model !== undefined)) throw new UserError('--all imports every model under its own name: leave out --name and --model');
       let bar: ReturnType<typeof bytesProgress> | null = null;
-      const { manifest: m, notes } = await importFrom(path, {
-        name: opts.name,
-        license: opts.license,
-        repo: opts.repo,
-        revision: opts.revision,
-        base: opts.base,
-        onProgress: (p) => {
-          bar ??= bytesProgress(`import ${opts.name ?? path}`, p.bytesTotal);
+      let label = opts.name ?? path;
+      const common = {
+        license: opts.license, repo: opts.repo, revision: opts.revision, base: opts.base, file: opts.file,
+        onProgress: (p: ImportProgress) => {
+          bar ??= bytesProgress(`import ${label}`, p.bytesTotal);
           bar.update(p.bytesDone);
         },
-      });
-      (bar as ReturnType<typeof bytesProgress> | null)?.done(`${formatBytes(modelSize(m))} stored`);
-      for (const n of notes) process.stderr.write(`note: ${n}\n`);
-      if (opts.json) return printJson(m);
-      const what = m.format === 'peft-adapter' ? `adapter for ${m.details?.base_model?.ref ?? m.details?.base_model?.name ?? 'an unknown base'}` : (m.architecture ?? 'unknown architecture');
-      process.stdout.write(
-        `imported ${m.name}:${m.version}: ${what}, ${formatParams(m.parameters)} parameters, ` +
-          `${formatBytes(modelSize(m))} in ${m.files.length} file(s)\ndigest ${m.digest}\n`,
-      );
+      };
+      const results = opts.all
+        ? await importAllOllama(path, { ...common, onProgress: (p) => { label = p.file; common.onProgress(p); } })
+        : [await importFrom(path, { ...common, name: opts.name, model: opts.model })];
+      (bar as ReturnType<typeof bytesProgress> | null)?.done(`${formatBytes(results.reduce((s, r) => s + modelSize(r.manifest), 0))} stored`);
+      for (const n of results.flatMap((r) => r.notes)) process.stderr.write(`note: ${n}\n`);
+      if (opts.json) return printJson(opts.all ? results.map((r) => r.manifest) : results[0]!.manifest);
+      if (results.length === 0) process.stdout.write('the Ollama models folder holds no models\n');
+      for (const { manifest: m } of results) {
+        const what = m.format === 'peft-adapter' ? `adapter for ${m.details?.base_model?.ref ?? m.details?.base_model?.name ?? 'an unknown base'}` : [m.architecture ?? 'unknown architecture', m.format === 'gguf' ? m.details?.quantization : null].filter(Boolean).join(' ');
+        process.stdout.write(
+          `imported ${m.name}:${m.version}: ${what}, ${formatParams(m.parameters)} parameters, ` +
+            `${formatBytes(modelSize(m))} in ${m.files.length} file(s)\ndigest ${m.digest}\n`,
+        );
+      }
     });
 
   vault

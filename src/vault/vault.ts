@@ -11,7 +11,8 @@ import { queryByDigest, queryModels, rebuildIndex as rebuildIn, withIndex, type 
 import { materializeView } from './views.js';
 import type { Manifest } from './manifest.js';
 import { importPrepared } from './importer.js';
-import { prepareSource, type SourceKind, type SourceOptions } from './sources/prepare.js';
+import { detectSource, prepareSource, type SourceKind, type SourceOptions } from './sources/prepare.js';
+import { listOllamaModels, ollamaDisplayName } from './sources/ollama.js';
 import { collectGarbage as gcIn, type GcReport } from './gc.js';
 import { lineageTree as treeIn, type TreeNode } from './tree.js';
 import { UserError } from '../core/errors.js';
@@ -47,6 +48,14 @@ export async function importFrom(path: string, opts: ImportFromOptions, home: st
   if (name === null) throw new UserError(`cannot derive a model name from ${path}`, 'pass --name NAME');
   const manifest = await importPrepared(layout, prepared, { ...opts, name });
   return { manifest, kind: prepared.kind, notes: prepared.notes };
+}
+
+/** Imports every model of an Ollama models folder (each under its own derived name). */
+export async function importAllOllama(path: string, opts: Omit<ImportFromOptions, 'name' | 'model'>, home: string = distilleryHome()): Promise<Array<{ manifest: Manifest; kind: SourceKind; notes: string[] }>> {
+  if (detectSource(path) !== 'ollama') throw new UserError(`--all imports every model of an Ollama models folder; ${path} is not one`);
+  const out = [];
+  for (const m of listOllamaModels(path)) out.push(await importFrom(path, { ...opts, model: ollamaDisplayName(m) }, home));
+  return out;
 }
 
 /** Removes blobs no model uses (see gc.ts); `dryRun` only reports. */

@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { sha256Hex } from '../../src/core/hash.js';
 import { UserError } from '../../src/core/errors.js';
-import { importFrom, importModel, listModels, verifyVault } from '../../src/vault/vault.js';
+import { importAllOllama, importFrom, importModel, listModels, verifyVault } from '../../src/vault/vault.js';
+import { kv, writeGguf, type GgufKV } from '../../src/formats/gguf.js';
 import { freshHome, makeFakeModel, tempDir, writeSafetensors } from './helpers.js';
 
 /**
@@ -134,6 +135,113 @@ test('import refuses files and missing paths with a clear message', async () => 
   const home = freshHome();
   const file = join(tempDir(), 'weights.bin');
   writeFileSync(file, 'x');
-  await assert.rejects(importFrom(file, { name: 'x' }, home), /is a file; vault import reads folders/);
+  await assert.rejects(importFrom(file, { name: 'x' }, home), /is a file, and not a \.gguf file/);
   await assert.rejects(importFrom(join(tempDir(), 'nope'), { name: 'x' }, home), /not found: /);
+});
+
+async function writeTinyGguf(path: string, extra: GgufKV[] = [], tensors = 2): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true });
+  await writeGguf(path, {
+    metadata: [
+      kv.string('general.architecture', 'llama'), kv.string('general.name', 'Tiny'), kv.uint32('general.file_type', 0),
+      kv.uint32('llama.context_length', 2048), kv.string('tokenizer.chat_template', '{{ messages }}'), ...extra,
+    ],
+    tensors: Array.from({ length: tensors }, (_, i) => ({ name: `t${i}`, type: 'F32', dims: [4, 2], data: new Uint8Array(32).fill(i + 1) })),
+  });
+}
+
+test('GGUF: a single file with its header metadata; a split set from any part; a folder of quantizations with --file', async () => {
+  const home = freshHome();
+  const dir = tempDir();
+  await writeTinyGguf(join(dir, 'Tiny-F32.gguf'), [kv.string('general.license', 'mit')]);
+  const single = await importFrom(join(dir, 'Tiny-F32.gguf'), {}, home);
+  assert.equal(single.kind, 'gguf');
+  const m = single.manifest;
+  assert.equal(m.name, 'tiny-f32');
+  assert.deepEqual([m.format, m.architecture, m.parameters, m.dtype, m.license], ['gguf', 'llama', 16, 'F32', 'mit']);
+  assert.deepEqual(m.details, { context_length: 2048, quantization: 'F32', chat_template: '{{ messages }}' });
+  assert.deepEqual(m.files.map((f) => f.path), ['Tiny-F32.gguf']);
+
+  const splitDir = tempDir();
+  for (let i = 0; i < 3; i++) {
+    const split = [kv.uint16('split.no', i), kv.uint16('split.count', 3), kv.int32('split.tensors.count', 6)];
+    await writeTinyGguf(join(splitDir, `Big-Q8-0000${i + 1}-of-00003.gguf`), split);
+  }
+  const split = (await importFrom(join(splitDir, 'Big-Q8-00002-of-00003.gguf'), {}, home)).manifest;
+  assert.equal(split.name, 'big-q8');
+  assert.equal(split.parameters, 48);
+  assert.deepEqual(split.files.map((f) => f.path), ['Big-Q8-00001-of-00003.gguf', 'Big-Q8-00002-of-00003.gguf', 'Big-Q8-00003-of-00003.gguf']);
+  rmSync(join(splitDir, 'Big-Q8-00003-of-00003.gguf'));
+  await assert.rejects(importFrom(join(splitDir, 'Big-Q8-00001-of-00003.gguf'), {}, home), /is incomplete: 2 of 3 parts present, missing Big-Q8-00003-of-00003\.gguf/);
+
+  const repo = tempDir();
+  await writeTinyGguf(join(repo, 'tiny.Q4.gguf'));
+  await writeTinyGguf(join(repo, 'tiny.Q8.gguf'), [], 3);
+  writeFileSync(join(repo, 'README.md'), '---\nlicense: apache-2.0\n---\n');
+  await assert.rejects(importFrom(repo, {}, home), (e: unknown) => e instanceof UserError && /holds 2 GGUF models; choose one with --file/.test(e.message) && /tiny\.Q4\.gguf, tiny\.Q8\.gguf/.test(e.hint ?? ''));
+  const q8 = (await importFrom(repo, { file: 'tiny.Q8.gguf' }, home)).manifest;
+  assert.deepEqual(q8.files.map((f) => f.path), ['README.md', 'tiny.Q8.gguf']);
+  assert.equal(q8.license, 'apache-2.0', 'the model card names the licence');
+  assert.equal(q8.parameters, 24);
+
+  const bad = join(tempDir(), 'bad.gguf');
+  writeFileSync(bad, 'GGUF\x03\x00\x00\x00');
+  await assert.rejects(importFrom(bad, {}, home), (e: unknown) => e instanceof UserError && /bad\.gguf/.test(e.message));
+  assert.equal((await verifyVault(undefined, undefined, home)).ok, true);
+});
+
+/** An Ollama models folder with one model: manifest, config and layers as `ollama pull` leaves them. */
+async function makeOllamaFolder(root: string, model = 'tiny', tag = 'latest'): Promise<Record<string, string>> {
+  const gguf = join(tempDir(), 'w.gguf');
+  await writeTinyGguf(gguf);
+  const layers: Array<[string, Buffer]> = [
+    ['application/vnd.ollama.image.model', readFileSync(gguf)],
+    ['application/vnd.ollama.image.template', Buffer.from('{{ .Prompt }}')],
+    ['application/vnd.ollama.image.license', Buffer.from('\nMIT License\n\nCopyright …\n')],
+    ['application/vnd.ollama.image.params', Buffer.from('{"stop":["<|end|>"]}')],
+  ];
+  const config = Buffer.from(JSON.stringify({ model_format: 'gguf', model_family: 'llama' }));
+  mkdirSync(join(root, 'blobs'), { recursive: true });
+  const entry = (mediaType: string, data: Buffer) => {
+    const hex = sha256Hex(data);
+    writeFileSync(join(root, 'blobs', `sha256-${hex}`), data);
+    return { mediaType, digest: `sha256:${hex}`, size: data.length };
+  };
+  const manifest = {
+    schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+    config: entry('application/vnd.docker.container.image.v1+json', config), layers: layers.map(([t, d]) => entry(t, d)),
+  };
+  const mdir = join(root, 'manifests', 'registry.ollama.ai', 'library', model);
+  mkdirSync(mdir, { recursive: true });
+  writeFileSync(join(mdir, tag), JSON.stringify(manifest));
+  return Object.fromEntries(manifest.layers.map((l) => [l.mediaType, l.digest.slice(7)]));
+}
+
+test('Ollama: a model with its layers kept for serving back; --model, --all; a damaged blob is refused', async () => {
+  const home = freshHome();
+  const root = join(tempDir(), 'models');
+  const digests = await makeOllamaFolder(root);
+  const { manifest: m, kind } = await importFrom(root, {}, home);
+  assert.equal(kind, 'ollama');
+  assert.equal(m.name, 'tiny');
+  assert.deepEqual(m.files.map((f) => f.path).sort(), ['model.gguf', 'ollama/config.json', 'ollama/license', 'ollama/manifest.json', 'ollama/params', 'ollama/template']);
+  assert.equal(m.files.find((f) => f.path === 'model.gguf')?.sha256, digests['application/vnd.ollama.image.model']);
+  assert.equal(m.license, 'MIT License');
+  assert.deepEqual([m.format, m.architecture, m.details?.context_length], ['gguf', 'llama', 2048]);
+  assert.deepEqual(m.source, { kind: 'ollama', path: root, host: 'registry.ollama.ai', namespace: 'library', model: 'tiny', tag: 'latest' });
+
+  await makeOllamaFolder(root, 'tiny', '8b');
+  await assert.rejects(importFrom(root, {}, home), (e: unknown) => e instanceof UserError && /with 2 model\(s\); choose one with --model/.test(e.message) && /tiny:8b, tiny:latest/.test(e.hint ?? ''));
+  assert.equal((await importFrom(root, { model: 'library/tiny:8b' }, home)).manifest.name, 'tiny-8b');
+  await assert.rejects(importFrom(root, { model: 'nope' }, home), /nope:latest is not in the Ollama models folder/);
+  const all = await importAllOllama(root, {}, home);
+  assert.deepEqual(all.map((r) => `${r.manifest.name}:${r.manifest.version}`), ['tiny-8b:2', 'tiny:2']);
+
+  const weights = join(root, 'blobs', `sha256-${digests['application/vnd.ollama.image.model']}`);
+  const data = readFileSync(weights);
+  data[data.length - 1] = data[data.length - 1]! ^ 0xff;
+  writeFileSync(weights, data);
+  await assert.rejects(importFrom(root, { model: 'tiny', name: 'damaged' }, home), /is damaged: its content hashes to sha256 [0-9a-f]{64}, but the source names it/);
+  assert.equal(listModels('damaged', home).length, 0);
+  assert.equal((await verifyVault(undefined, undefined, home)).ok, true);
 });
