@@ -7,7 +7,8 @@
  *   npm run bench -- --threads 1           torch CPU threads per process (default: torch's own default)
  *   npm run bench -- --models qwen3-20m    a subset of bench/models.json
  *   npm run bench -- --no-trl              skip the TRL side (no extra Python packages needed)
- *   npm run bench -- --workloads onpolicy  a subset of the workloads: sample, train, onpolicy
+ *   npm run bench -- --workloads onpolicy  a subset of the workloads: sample, train, onpolicy, vault
+ *   npm run bench -- --vault-size-mb 1024  size of the vault workload's weight file (bench/vault-bench.ts)
  *
  * The `onpolicy` workload times optimizer steps of the engine's onpolicy job against TRL's SDFTTrainer
  * (bench/bench_onpolicy.py; bench/gpu-onpolicy runs the same comparison at Qwen3-0.6B size on a GPU).
@@ -23,6 +24,7 @@ import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rm
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runVaultBench, vaultTable } from './vault-bench.js';
 
 // dist/bench/run.js → the package root
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -44,10 +46,11 @@ interface Options {
   keep: boolean;
   workloads: Set<Workload>;
   onpolicyTeachers: string[];
+  vaultSizeMb: number | null;
 }
 
-type Workload = 'sample' | 'train' | 'onpolicy';
-const WORKLOADS: Workload[] = ['sample', 'train', 'onpolicy'];
+type Workload = 'sample' | 'train' | 'onpolicy' | 'vault';
+const WORKLOADS: Workload[] = ['sample', 'train', 'onpolicy', 'vault'];
 
 interface Plan {
   sampleWarmup: number;
@@ -85,7 +88,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--models a,b] [--workloads a,b
 
   --quick        short run: 1 warm-up + 1 timed sampling call, 1 + 2 training steps, no diagnostic variants
   --models a,b   models from bench/models.json (default: all)
-  --workloads a,b  sample, train, onpolicy (default: all)
+  --workloads a,b  sample, train, onpolicy, vault (default: all)
+  --vault-size-mb N  the vault workload's file size (default 1024; 256 with --quick)
   --onpolicy-teacher frozen,ema  teacher kinds for the onpolicy workload (default: frozen)
   --threads N    torch CPU threads in every benchmark process (default: DISTILLERY_THREADS, else torch's default)
   --device D     auto (default) | cpu | cuda | cuda:N
@@ -99,6 +103,7 @@ function parseArgs(argv: string[]): Options {
   const opts: Options = {
     quick: false, models: null, threads: Number.isInteger(envThreads) && envThreads > 0 ? envThreads : 0,
     device: null, dtype: null, trl: true, keep: false, workloads: new Set(WORKLOADS), onpolicyTeachers: ['frozen'],
+    vaultSizeMb: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -120,6 +125,12 @@ function parseArgs(argv: string[]): Options {
         const picked = value().split(',').filter(Boolean);
         for (const t of picked) if (t !== 'frozen' && t !== 'ema') throw new Error(`unknown teacher ${t}; expected frozen or ema`);
         opts.onpolicyTeachers = picked;
+        break;
+      }
+      case '--vault-size-mb': {
+        const n = Number(value());
+        if (!Number.isInteger(n) || n < 1) throw new Error('--vault-size-mb must be a positive integer');
+        opts.vaultSizeMb = n;
         break;
       }
       case '--threads': {
@@ -347,6 +358,18 @@ function table(rows: Row[]): string {
 
 async function main(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
+  // The vault workload needs no Python: run it first, and alone when it is the only one asked for.
+  const vault = opts.workloads.has('vault')
+    ? await runVaultBench({ sizeMb: opts.vaultSizeMb ?? (opts.quick ? 256 : 1024), repeats: opts.quick ? 1 : 3 }, log)
+    : null;
+  if (vault && opts.workloads.size === 1) {
+    const resultsDir = join(BENCH, 'results');
+    mkdirSync(resultsDir, { recursive: true });
+    const outFile = join(resultsDir, `${new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-')}-vault.json`);
+    writeFileSync(outFile, `${JSON.stringify({ command: `npm run bench -- ${process.argv.slice(2).join(' ')}`, loadavg: loadavg(), vault }, null, 2)}\n`);
+    console.log(`\n${vaultTable(vault)}\n\nresults: ${outFile.slice(ROOT.length + 1)}`);
+    return 0;
+  }
   const plan = planFor(opts);
   const py = python();
   const started = new Date();
@@ -449,6 +472,7 @@ async function main(): Promise<number> {
     options: { ...opts, workloads: [...opts.workloads] },
     plan,
     host,
+    vault,
     models: meta,
     summary: rows.map((r) => ({
       model: r.model, workload: r.workload, reference: r.reference,
@@ -476,6 +500,7 @@ async function main(): Promise<number> {
       'tok/s = rollout tokens per step / step time; baseline = memory after imports, before the model loads):\n');
     console.log(onpolicy);
   }
+  if (vault) console.log(`\n${vaultTable(vault)}`);
   const loads = measurements.flatMap((m) => m.results.flatMap((r) => (Array.isArray(r.loadavg_1m) ? (r.loadavg_1m as number[]) : [])));
   if (loads.length) {
     console.log(`\n1-minute load average during the timed parts: ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} ` +
