@@ -6,6 +6,7 @@ import { registerSsdCommand } from './ssd-command.js';
 import { registerOnPolicyCommands } from './onpolicy-commands.js';
 import { registerEvalCommand } from './eval-command.js';
 import { registerDoctorCommand } from './doctor-command.js';
+import { registerMirrorCommand } from './mirror-command.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -23,13 +24,15 @@ export function buildProgram(): Command {
   registerSsdCommand(program);
   registerOnPolicyCommands(program);
   registerEvalCommand(program);
+  registerMirrorCommand(program);
   registerDoctorCommand(program);
   program.addHelpText(
     'after',
     `
 Start here:
   distillery demo            the whole loop on a tiny model, on a CPU, in a few minutes
-  distillery vault --help    keep models safe: import, list, show, verify
+  distillery vault --help    keep models safe: import, verify, bundles, lineage tree, gc
+  distillery mirror          serve the vault to hf download, llama.cpp -hf, ollama pull and other vaults
   distillery ssd --help      self-distil a model on its own samples
   distillery sdft --help     learn from demonstrations on-policy (also: opsd, distill)`,
   );

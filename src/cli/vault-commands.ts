@@ -13,6 +13,7 @@ interface ImportCliOptions {
 import { parseModelRef } from '../vault/refs.js';
 import { vaultLayout } from '../vault/layout.js';
 import { table } from './format.js';
+import { registerBundleCommands } from './bundle-commands.js';
 
 /** `distillery vault …`: import, list, show and verify models in DISTILLERY_HOME. */
 
@@ -117,6 +118,8 @@ Example:
   distillery vault list
   distillery vault verify`,
     );
+
+  registerBundleCommands(vault);
 
   vault
     .command('import <path>')

@@ -208,6 +208,12 @@ export class TarReader {
       if (this.last === null) throw this.fail('not a Distillery bundle (not a POSIX tar archive)', 'bundles are made by "distillery vault export"');
       throw this.fail(`bundle is damaged: no valid tar header at byte ${at} (after ${this.last})`);
     }
+    // The checksum field is the one part of a header its checksum can't cover: after the digits only the
+    // customary NUL/space terminators may follow, so a damaged field can't hide a changed byte.
+    const field = b.subarray(148, 156).toString('latin1');
+    if (!/^ *[0-7]{1,7}[\0 ][\0 ]*$/.test(field)) {
+      throw this.fail(`bundle is damaged: the tar header at byte ${at} (after ${this.last ?? 'the start'}) has a bad checksum (unreadable checksum field)`);
+    }
     if (stored !== computed) {
       throw this.fail(`bundle is damaged: the tar header at byte ${at} (after ${this.last ?? 'the start'}) has a bad checksum (stored ${stored ?? 'unreadable'}, computed ${computed})`);
     }
@@ -263,6 +269,7 @@ export class TarReader {
         const data = Buffer.alloc(padded(h.size));
         const n = await this.readAt(data, data.length, this.pos);
         if (n < data.length) throw this.truncated(`inside a pax header (after ${this.last ?? 'the start'})`, this.pos + n);
+        if (!data.subarray(h.size).every((x) => x === 0)) throw this.fail(`bundle is damaged: non-zero padding after the pax header at byte ${at}`);
         this.pos += data.length;
         pax = this.parsePax(data.subarray(0, h.size), at);
         continue;

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, utimesSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { chmod, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fsyncDir, writeFileAtomicSync } from '../core/atomic.js';
@@ -13,7 +13,7 @@ import {
 } from './manifest.js';
 import { validateModelName } from './names.js';
 import { indexManifest } from './index-db.js';
-import { beginPending } from './pending.js';
+import { beginPending, livePending } from './pending.js';
 import { lookupManifest } from './refs.js';
 import { removeBlob, sweepStaleTemps, syncBlobDir } from './store.js';
 import {
@@ -341,6 +341,8 @@ export async function exportBundle(
           hash.update(buf.subarray(0, n));
           await writing;
           writing = put(buf.subarray(0, n), name);
+          // Awaited on the next round; until then a failure must not count as unhandled.
+          writing.catch(() => {});
         }
         await writing;
       } finally {
@@ -567,10 +569,11 @@ export async function importBundle(
     checkSums(reader, index, parseSums(sumsText), sha256Hex(indexBytes), sha256Hex(readme));
     progress(SUMS_MEMBER);
 
-    // Truncation shows in the file's size already: refuse before writing anything.
+    // Truncation shows in the file's size already: refuse before writing anything. (A file that is too short
+    // but ends in an end-of-archive marker is a complete archive that lacks members: streaming names them.)
     if (!hooks.skipSizeCheck) {
       const lay = minimalLayout(index, reader.pos);
-      if (fileSize < lay.total) {
+      if (fileSize < lay.total && !(await endsWithMarker(fh, fileSize))) {
         const inside = lay.members.find((m) => fileSize < m.end);
         throw reader.truncated(inside ? `inside ${inside.name}` : 'inside the end-of-archive marker', fileSize);
       }
@@ -587,6 +590,7 @@ export async function importBundle(
 
     sweepStaleTemps(layout);
     sweepDeadTemps(layout);
+    livePending(layout, true); // drops markers of imports that were killed (they protect nothing)
     const pending = beginPending(layout, `import-bundle ${abs}`);
     const created = new Set<string>();
     try {
@@ -630,15 +634,8 @@ export async function importBundle(
         const e = await seq.next();
         if (e.size !== b.size) throw reader.fail(`bundle is damaged: ${e.name} is ${e.size} bytes, but the index says ${b.size}`);
         if (storedSize(layout, b.sha256) === b.size) {
-          // Content-addressed: a stored blob of the right size is this content. Touch it so a concurrent gc,
-          // which spares blobs newer than our pending marker, leaves it alone until the manifests are out.
+          // Content-addressed: a stored blob of the right size is this content (verify checks the bytes).
           await reader.skip(e, fileSize);
-          try {
-            const now = new Date();
-            utimesSync(blobPath(layout, b.sha256), now, now);
-          } catch {
-            /* someone else's file: gc protection is best effort */
-          }
           blobsReused++;
         } else {
           if (await storeBlob(layout, reader, e, b.sha256, usedBy.get(b.sha256)!, hooks, () => progress(e.name))) created.add(b.sha256);
@@ -650,11 +647,12 @@ export async function importBundle(
       }
       await seq.end();
       await reader.checkTrailer();
+      progress('');
       await syncBlobDir(layout); // blobs durable before any manifest can point at them
 
       for (const b of index.blobs) {
         if (storedSize(layout, b.sha256) !== b.size) {
-          throw new UserError(`blob ${b.sha256} disappeared from the store during the import (a concurrent gc or failed import?)`, 'run the import again: it resumes where it stopped');
+          throw new UserError(`blob ${b.sha256} disappeared from the store during the import (a concurrent "vault gc" or failed import removed it)`, 'run the import again: it resumes where it stopped');
         }
       }
 
@@ -674,6 +672,12 @@ export async function importBundle(
   } finally {
     await fh.close();
   }
+}
+
+async function endsWithMarker(fh: FileHandle, fileSize: number): Promise<boolean> {
+  if (fileSize < 2 * BLOCK || fileSize % BLOCK !== 0) return false;
+  const tail = Buffer.alloc(2 * BLOCK);
+  return (await readFull(fh, tail, tail.length, fileSize - tail.length)) === tail.length && tail.every((x) => x === 0);
 }
 
 /** SHA256SUMS must list exactly the members, in order, with the hashes the index (or the member) gives. */

@@ -6,14 +6,14 @@ import type { VaultLayout } from './layout.js';
 
 /**
  * In-flight markers: anything that stores blobs before publishing the manifest that refers to them (folder
- * imports, bundle imports, pulls) holds a marker in `pending/` while it works. `vault gc` keeps every blob
- * modified at or after the start of a live marker, so it can never delete a blob that an import is about to
- * publish. A marker whose process is gone is stale: it protects nothing and gc removes it.
+ * imports, bundle imports, pulls) holds a marker in `pending/` while it works. `vault gc` removes nothing
+ * while a live marker exists (and checks again before every deletion), so it cannot delete a blob that an
+ * import is about to publish. A marker whose process is gone is stale: it protects nothing and gc removes it.
  */
 
 export interface PendingMarker {
   pid: number;
-  /** ms since the epoch when the work began (blob mtimes are compared with this). */
+  /** ms since the epoch when the work began. */
   started: number;
   label: string;
 }

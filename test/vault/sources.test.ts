@@ -5,7 +5,8 @@ import { dirname, join, relative } from 'node:path';
 import { sha256Hex } from '../../src/core/hash.js';
 import { UserError } from '../../src/core/errors.js';
 import { importAllOllama, importFrom, importModel, listModels, verifyVault } from '../../src/vault/vault.js';
-import { kv, writeGguf, type GgufKV } from '../../src/formats/gguf.js';
+import { kv } from '../../src/formats/gguf.js';
+import { makeOllamaFolder, writeTinyGguf } from './source-fixtures.js';
 import { freshHome, makeFakeModel, tempDir, writeSafetensors } from './helpers.js';
 
 /**
@@ -139,17 +140,6 @@ test('import refuses files and missing paths with a clear message', async () => 
   await assert.rejects(importFrom(join(tempDir(), 'nope'), { name: 'x' }, home), /not found: /);
 });
 
-async function writeTinyGguf(path: string, extra: GgufKV[] = [], tensors = 2): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true });
-  await writeGguf(path, {
-    metadata: [
-      kv.string('general.architecture', 'llama'), kv.string('general.name', 'Tiny'), kv.uint32('general.file_type', 0),
-      kv.uint32('llama.context_length', 2048), kv.string('tokenizer.chat_template', '{{ messages }}'), ...extra,
-    ],
-    tensors: Array.from({ length: tensors }, (_, i) => ({ name: `t${i}`, type: 'F32', dims: [4, 2], data: new Uint8Array(32).fill(i + 1) })),
-  });
-}
-
 test('GGUF: a single file with its header metadata; a split set from any part; a folder of quantizations with --file', async () => {
   const home = freshHome();
   const dir = tempDir();
@@ -189,33 +179,6 @@ test('GGUF: a single file with its header metadata; a split set from any part; a
   await assert.rejects(importFrom(bad, {}, home), (e: unknown) => e instanceof UserError && /bad\.gguf/.test(e.message));
   assert.equal((await verifyVault(undefined, undefined, home)).ok, true);
 });
-
-/** An Ollama models folder with one model: manifest, config and layers as `ollama pull` leaves them. */
-async function makeOllamaFolder(root: string, model = 'tiny', tag = 'latest'): Promise<Record<string, string>> {
-  const gguf = join(tempDir(), 'w.gguf');
-  await writeTinyGguf(gguf);
-  const layers: Array<[string, Buffer]> = [
-    ['application/vnd.ollama.image.model', readFileSync(gguf)],
-    ['application/vnd.ollama.image.template', Buffer.from('{{ .Prompt }}')],
-    ['application/vnd.ollama.image.license', Buffer.from('\nMIT License\n\nCopyright …\n')],
-    ['application/vnd.ollama.image.params', Buffer.from('{"stop":["<|end|>"]}')],
-  ];
-  const config = Buffer.from(JSON.stringify({ model_format: 'gguf', model_family: 'llama' }));
-  mkdirSync(join(root, 'blobs'), { recursive: true });
-  const entry = (mediaType: string, data: Buffer) => {
-    const hex = sha256Hex(data);
-    writeFileSync(join(root, 'blobs', `sha256-${hex}`), data);
-    return { mediaType, digest: `sha256:${hex}`, size: data.length };
-  };
-  const manifest = {
-    schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
-    config: entry('application/vnd.docker.container.image.v1+json', config), layers: layers.map(([t, d]) => entry(t, d)),
-  };
-  const mdir = join(root, 'manifests', 'registry.ollama.ai', 'library', model);
-  mkdirSync(mdir, { recursive: true });
-  writeFileSync(join(mdir, tag), JSON.stringify(manifest));
-  return Object.fromEntries(manifest.layers.map((l) => [l.mediaType, l.digest.slice(7)]));
-}
 
 test('Ollama: a model with its layers kept for serving back; --model, --all; a damaged blob is refused', async () => {
   const home = freshHome();

@@ -1,0 +1,45 @@
+/** Fixtures for the GGUF and Ollama sources (also used by the mirror tests). */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { sha256Hex } from '../../src/core/hash.js';
+import { kv, writeGguf, type GgufKV } from '../../src/formats/gguf.js';
+import { tempDir } from './helpers.js';
+
+/** A tiny llama GGUF (F32 tensors) with context length and chat template; `extra` adds or overrides keys. */
+export async function writeTinyGguf(path: string, extra: GgufKV[] = [], tensors = 2): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true });
+  await writeGguf(path, {
+    metadata: [
+      kv.string('general.architecture', 'llama'), kv.string('general.name', 'Tiny'), kv.uint32('general.file_type', 0),
+      kv.uint32('llama.context_length', 2048), kv.string('tokenizer.chat_template', '{{ messages }}'), ...extra,
+    ],
+    tensors: Array.from({ length: tensors }, (_, i) => ({ name: `t${i}`, type: 'F32', dims: [4, 2], data: new Uint8Array(32).fill(i + 1) })),
+  });
+}
+
+/** An Ollama models folder with one model: manifest, config and layers as `ollama pull` leaves them. */
+export async function makeOllamaFolder(root: string, model = 'tiny', tag = 'latest', extra: GgufKV[] = []): Promise<Record<string, string>> {
+  const gguf = join(tempDir(), 'w.gguf');
+  await writeTinyGguf(gguf, extra);
+  const layers: Array<[string, Buffer]> = [
+    ['application/vnd.ollama.image.model', readFileSync(gguf)],
+    ['application/vnd.ollama.image.template', Buffer.from('{{ .Prompt }}')],
+    ['application/vnd.ollama.image.license', Buffer.from('\nMIT License\n\nCopyright …\n')],
+    ['application/vnd.ollama.image.params', Buffer.from('{"stop":["<|end|>"]}')],
+  ];
+  const config = Buffer.from(JSON.stringify({ model_format: 'gguf', model_family: 'llama' }));
+  mkdirSync(join(root, 'blobs'), { recursive: true });
+  const entry = (mediaType: string, data: Buffer) => {
+    const hex = sha256Hex(data);
+    writeFileSync(join(root, 'blobs', `sha256-${hex}`), data);
+    return { mediaType, digest: `sha256:${hex}`, size: data.length };
+  };
+  const manifest = {
+    schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+    config: entry('application/vnd.docker.container.image.v1+json', config), layers: layers.map(([t, d]) => entry(t, d)),
+  };
+  const mdir = join(root, 'manifests', 'registry.ollama.ai', 'library', model);
+  mkdirSync(mdir, { recursive: true });
+  writeFileSync(join(mdir, tag), JSON.stringify(manifest));
+  return Object.fromEntries(manifest.layers.map((l) => [l.mediaType, l.digest.slice(7)]));
+}
