@@ -8,11 +8,12 @@ import { tempDir } from './helpers.js';
 /** A tiny llama GGUF (F32 tensors) with context length and chat template; `extra` adds or overrides keys. */
 export async function writeTinyGguf(path: string, extra: GgufKV[] = [], tensors = 2): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
+  const base = [
+    kv.string('general.architecture', 'llama'), kv.string('general.name', 'Tiny'), kv.uint32('general.file_type', 0),
+    kv.uint32('llama.context_length', 2048), kv.string('tokenizer.chat_template', '{{ messages }}'),
+  ];
   await writeGguf(path, {
-    metadata: [
-      kv.string('general.architecture', 'llama'), kv.string('general.name', 'Tiny'), kv.uint32('general.file_type', 0),
-      kv.uint32('llama.context_length', 2048), kv.string('tokenizer.chat_template', '{{ messages }}'), ...extra,
-    ],
+    metadata: [...base.filter((b) => !extra.some((e) => e.key === b.key)), ...extra],
     tensors: Array.from({ length: tensors }, (_, i) => ({ name: `t${i}`, type: 'F32', dims: [4, 2], data: new Uint8Array(32).fill(i + 1) })),
   });
 }
