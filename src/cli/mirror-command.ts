@@ -28,9 +28,10 @@ export function registerMirrorCommand(program: Command): void {
   program
     .command('mirror')
     .description(
-      'Serve the vault read-only over HTTP, speaking the Hugging Face Hub download API: point HF_ENDPOINT ' +
-        '(hf download, huggingface_hub) or MODEL_ENDPOINT (llama.cpp -hf) at it. Models are served as NAME, ' +
-        'distillery/NAME and, when imported from a Hugging Face cache, their original repo id.',
+      'Serve the vault read-only over HTTP, speaking the Hugging Face Hub download API (point HF_ENDPOINT for ' +
+        'hf download and huggingface_hub, or MODEL_ENDPOINT for llama.cpp -hf, at it) and the Ollama registry pull API ' +
+        '(ollama pull --insecure HOST:PORT/distillery/NAME). Models are served as NAME, distillery/NAME and, when ' +
+        'imported from a Hugging Face cache or Ollama, under their original names.',
     )
     .option('--port <port>', `port to listen on (0 = any free port)`, int, DEFAULT_MIRROR_PORT)
     .option('--host <host>', 'address to bind; anything but a loopback address requires a token', DEFAULT_MIRROR_HOST)
@@ -43,6 +44,7 @@ export function registerMirrorCommand(program: Command): void {
 Examples:
   distillery mirror
   HF_ENDPOINT=http://127.0.0.1:${DEFAULT_MIRROR_PORT} hf download distillery/NAME --local-dir ./NAME
+  ollama pull --insecure 127.0.0.1:${DEFAULT_MIRROR_PORT}/distillery/NAME     (GGUF models)
   ${MIRROR_TOKEN_ENV}=… distillery mirror --host 0.0.0.0`,
     )
     .action(async (flags: MirrorFlags) => {
@@ -97,6 +99,7 @@ function startBanner(home: string, url: string, host: string, token: string | nu
     `  ${auth}HF_ENDPOINT=${url} HF_HUB_DISABLE_TELEMETRY=1 hf download ${repoId} --local-dir ./${dir}`,
     `  ${auth}HF_ENDPOINT=${url} python -c "from huggingface_hub import snapshot_download; print(snapshot_download('${repoId}'))"`,
     `  ${auth}MODEL_ENDPOINT=${url}/ llama-server -hf ${gguf?.id ?? 'distillery/NAME'}    (GGUF models)`,
+    ...(token ? [] : [`  ollama pull --insecure ${new URL(url).host}/${gguf?.id ?? 'distillery/NAME'}    (GGUF models; Ollama sends no token)`]),
     '  add --revision vN (or a commit id) for an older version',
     '',
     'Stop with Ctrl+C.',

@@ -4,6 +4,7 @@ import type { ServerResponse } from 'node:http';
 import { blobPath } from '../vault/layout.js';
 import { modelRefString, type Manifest, type ManifestFile } from '../vault/manifest.js';
 import type { CatalogVersion } from './resolve.js';
+import { pickGguf } from './hf-api.js';
 import { parseRange, printable, sendError, type MirrorContext, type MirrorRequest, type ProtocolModule } from './server.js';
 
 /**
@@ -15,7 +16,8 @@ import { parseRange, printable, sendError, type MirrorContext, type MirrorReques
  *
  * Which models: a model imported from Ollama is served under its original namespace, name and tag, from the
  * exact manifest bytes and layers Ollama wrote (so digests match the registry it came from). Any GGUF model
- * in the vault is also served as `distillery/NAME:latest` (or `:vN`, and `library/NAME` too), with a manifest
+ * in the vault is also served as `distillery/NAME:latest` (or `:vN`, `:Q4_K_M` for one quantization of a GGUF
+ * repo, and under `library/NAME` too), with a manifest
  * generated here: the GGUF file as the model layer, plus template, stop parameters and licence layers derived
  * from the GGUF metadata where the chat template is of a family this file knows (see `templateFor`).
  *
@@ -96,8 +98,10 @@ function lookup(ctx: MirrorContext, ns: string, model: string, tag: string): Ser
   if (!NAME_NAMESPACES.has(ns)) return null;
   const versions = catalog.byName.get(model.toLowerCase());
   if (!versions) return null;
-  const v = tag === 'latest' ? versions.at(-1) : versions.find((x) => `v${x.manifest.version}` === tag);
-  return v ? generated(v) : null;
+  // latest, vN, or a quantization tag picking one GGUF of a multi-quant repo (as llama.cpp's -hf does).
+  const byVersion = versions.find((x) => `v${x.manifest.version}` === tag);
+  if (byVersion) return generated(byVersion, 'latest');
+  return generated(versions.at(-1)!, tag);
 }
 
 function servedBlobs(ctx: MirrorContext, ns: string, model: string): Map<string, BlobSource & { version: CatalogVersion }> {
@@ -110,7 +114,11 @@ function servedBlobs(ctx: MirrorContext, ns: string, model: string): Map<string,
     const src = v.manifest.source;
     if (src.kind === 'ollama' && src.namespace === ns && src.model === model) add(fromImport(ctx, v));
   }
-  if (NAME_NAMESPACES.has(ns)) for (const v of catalog.byName.get(model.toLowerCase()) ?? []) add(generated(v));
+  if (NAME_NAMESPACES.has(ns)) {
+    for (const v of catalog.byName.get(model.toLowerCase()) ?? []) {
+      for (const f of v.manifest.files) if (isGgufModel(f.path)) add(generated(v, f.path));
+    }
+  }
   return out;
 }
 
@@ -145,18 +153,25 @@ function fromImport(ctx: MirrorContext, v: CatalogVersion): Served | null {
   return { manifestBytes: bytes, blobs, version: v };
 }
 
-/** The single-file GGUF model of a vault manifest, or null (split GGUFs are not an Ollama layer). */
-function ggufWeights(m: Manifest): ManifestFile | null {
+function isGgufModel(path: string): boolean {
+  return path.endsWith('.gguf') && !path.startsWith('ollama/') && !/mmproj/.test(path);
+}
+
+/**
+ * The GGUF file a tag names in a vault GGUF model: `latest` picks as llama.cpp does (Q4_K_M first), another tag
+ * a quantization (`Q8_0`), a file path itself (used to list blobs). Split sets are not an Ollama layer.
+ */
+function ggufWeights(m: Manifest, tag: string): ManifestFile | null {
   if (m.format !== 'gguf') return null;
-  const models = m.files.filter((f) => f.path.endsWith('.gguf') && !f.path.startsWith('ollama/') && !/mmproj/.test(f.path));
-  if (models.length !== 1 || /-\d{5}-of-\d{5}\.gguf$/.test(models[0]!.path)) return null;
-  return models[0]!;
+  const models = m.files.filter((f) => isGgufModel(f.path));
+  const f = models.find((x) => x.path === tag) ?? (models.length === 1 && tag === 'latest' ? models[0] : pickGguf(models, tag));
+  return f && !/-\d{5}-of-\d{5}\.gguf$/.test(f.path) ? f : null;
 }
 
 /** A manifest built for a vault GGUF model: model layer, then template / params / licence where known. */
-function generated(v: CatalogVersion): Served | null {
+function generated(v: CatalogVersion, tag: string): Served | null {
   const m = v.manifest;
-  const weights = ggufWeights(m);
+  const weights = ggufWeights(m, tag);
   if (!weights) return null;
   const blobs = new Map<string, BlobSource>([[weights.sha256, { kind: 'vault', file: weights }]]);
   const layers: Layer[] = [{ mediaType: LAYER('model'), digest: `sha256:${weights.sha256}`, size: weights.size }];

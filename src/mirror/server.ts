@@ -9,6 +9,7 @@ import { blobPath, vaultLayout, type VaultLayout } from '../vault/layout.js';
 import { VaultReader, type Catalog } from './resolve.js';
 import { hfModule } from './hf-api.js';
 import { ollamaModule } from './ollama-api.js';
+import { vaultApiModule } from './vault-api.js';
 
 /**
  * `distillery mirror`: a read-only HTTP server over the vault. This file is the protocol-neutral part:
@@ -109,7 +110,7 @@ export interface BlobSpec {
 
 /** Protocol modules in the order they are tried (a function, so the import cycle with the modules is harmless). */
 function protocolModules(): ProtocolModule[] {
-  return [hfModule, ollamaModule];
+  return [vaultApiModule, hfModule, ollamaModule];
 }
 
 export function isLoopbackHost(host: string): boolean {

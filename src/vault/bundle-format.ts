@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { UserError } from '../core/errors.js';
+import { showValue, UserError } from '../core/errors.js';
 import { isSha256Hex } from '../core/hash.js';
 import { isValidModelName } from './names.js';
 
@@ -415,10 +415,10 @@ export function parseBundleIndex(text: string, label: string): BundleIndex {
     throw bad(`is not valid JSON (${(e as Error).message})`);
   }
   if (!isObject(v)) throw bad('is not a JSON object');
-  if (v.format !== BUNDLE_FORMAT) throw new BundleError(`${label}: not a Distillery bundle (format ${JSON.stringify(v.format)})`);
+  if (v.format !== BUNDLE_FORMAT) throw new BundleError(`${label}: not a Distillery bundle (format ${showValue(v.format)})`);
   if (v.format_version !== BUNDLE_FORMAT_VERSION) {
     throw new BundleError(
-      `${label}: bundle format version ${JSON.stringify(v.format_version)} is not supported (this Distillery reads version ${BUNDLE_FORMAT_VERSION})`,
+      `${label}: bundle format version ${showValue(v.format_version)} is not supported (this Distillery reads version ${BUNDLE_FORMAT_VERSION})`,
       typeof v.format_version === 'number' && v.format_version > BUNDLE_FORMAT_VERSION ? 'the bundle was made by a newer Distillery: upgrade to import it' : undefined,
     );
   }
@@ -433,16 +433,16 @@ export function parseBundleIndex(text: string, label: string): BundleIndex {
       (m.version as number) < 1 || !isSha256Hex(m.digest) || !isSha256Hex(m.manifest_sha256) || !isSize(m.manifest_size) ||
       !isSize(m.files) || !isSize(m.bytes)
     ) {
-      throw bad(`has a bad model entry ${JSON.stringify(m).slice(0, 200)}`);
+      throw bad(`has a bad model entry ${showValue(m)}`);
     }
-    if (m.manifest !== manifestMember(m.name, m.version as number)) throw bad(`names manifest ${JSON.stringify(m.manifest)} for ${m.name}:${m.version} (expected ${manifestMember(m.name, m.version as number)})`);
+    if (m.manifest !== manifestMember(m.name, m.version as number)) throw bad(`names manifest ${showValue(m.manifest)} for ${m.name}:${m.version} (expected ${manifestMember(m.name, m.version as number)})`);
     const key = `${m.name}:${m.version}`;
     if (seenModels.has(key)) throw bad(`lists ${key} twice`);
     seenModels.add(key);
   }
   const seenBlobs = new Set<string>();
   for (const b of v.blobs as unknown[]) {
-    if (!isObject(b) || !isSha256Hex(b.sha256) || !isSize(b.size)) throw bad(`has a bad blob entry ${JSON.stringify(b).slice(0, 200)}`);
+    if (!isObject(b) || !isSha256Hex(b.sha256) || !isSize(b.size)) throw bad(`has a bad blob entry ${showValue(b)}`);
     if (seenBlobs.has(b.sha256)) throw bad(`lists blob ${b.sha256} twice`);
     seenBlobs.add(b.sha256);
   }

@@ -1,26 +1,26 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
-import { chmod, mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { fsyncDir, writeFileAtomicSync } from '../core/atomic.js';
+import { fsyncDir } from '../core/atomic.js';
 import { UserError } from '../core/errors.js';
 import { sha256Hex } from '../core/hash.js';
 import { packageRoot } from '../core/paths.js';
 import { blobPath, manifestPath, type VaultLayout } from './layout.js';
-import {
-  listManifestLocations, modelDigest, modelRefString, modelSize, parseManifest, readManifest, versionsOf, writeNewManifest,
-  type Manifest,
-} from './manifest.js';
+import { modelDigest, modelRefString, modelSize, parseManifest, type Manifest } from './manifest.js';
 import { validateModelName } from './names.js';
-import { indexManifest } from './index-db.js';
 import { beginPending, livePending } from './pending.js';
 import { lookupManifest } from './refs.js';
-import { removeBlob, sweepStaleTemps, syncBlobDir } from './store.js';
+import { sweepStaleTemps, syncBlobDir } from './store.js';
+import {
+  planReceived, publishReceived, receiveBlob, receivedResult, removeUnreferenced, storedSize, sweepDeadTemps,
+  type BlobFeed, type ReceivedModel, type ReceivedStatus,
+} from './receive.js';
 import {
   blobMember, BLOCK, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BundleError, END_OF_ARCHIVE, expectedMembers, INDEX_MEMBER,
   manifestMember, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, MAX_README_BYTES, MAX_SUMS_BYTES, memberHeader, minimalLayout,
   padded, parseBundleIndex, parseSums, README_MEMBER, serializeBundleIndex, sumsLine, SUMS_MEMBER, TarReader,
-  type BundleIndex, type TarEntry,
+  type BundleBlobEntry, type BundleIndex, type TarEntry,
 } from './bundle-format.js';
 
 export { BundleError, type BundleIndex, type BundleModelEntry, type BundleBlobEntry } from './bundle-format.js';
@@ -66,23 +66,9 @@ export interface ExportBundleResult {
   bytesPerSecond: number;
 }
 
-export type BundleModelStatus =
-  /** Added under its own name and version, manifest byte for byte. */
-  | 'imported'
-  /** Added under another version (the name held other content) or another name (`as`). */
-  | 'renumbered'
-  /** The vault already holds this content under the target name. */
-  | 'present';
+export type BundleModelStatus = ReceivedStatus;
 
-export interface ImportedBundleModel {
-  /** NAME:VERSION in the bundle. */
-  original: string;
-  /** NAME:VERSION in this vault (for 'present': the version that already holds it). */
-  ref: string;
-  digest: string;
-  status: BundleModelStatus;
-  bytes: number;
-}
+export type ImportedBundleModel = ReceivedModel;
 
 export interface ImportBundleOptions {
   onProgress?: (p: BundleProgress) => void;
@@ -451,88 +437,56 @@ export async function readBundleIndex(path: string): Promise<BundleIndex> {
   }
 }
 
-interface PlannedModel {
-  entry: BundleIndex['models'][number];
-  target: string;
-  /** 'present': already in the vault as `presentAs`; 'keep': same version number; 'next': the next free one. */
-  action: 'present' | 'keep' | 'next';
-  presentAs?: number;
-}
-
-/** Versions of `name` whose content digest is `digest` (unreadable manifests are skipped). */
-function versionsWithDigest(layout: VaultLayout, name: string, digest: string): number[] {
-  const out: number[] = [];
-  for (const v of versionsOf(layout, name)) {
-    try {
-      if (readManifest(layout, name, v).digest === digest) out.push(v);
-    } catch {
-      /* verify reports unreadable manifests */
-    }
-  }
-  return out;
-}
-
 /**
- * What happens to each model: present (the target name already holds this digest), keep its version
- * (the target name is new to this vault), or become the next version of a name that holds other content.
+ * Hands the blobs of a bundle that `wanted` names to `take`, one at a time as the archive is streamed (for
+ * `vault repair`). The index, README, SHA256SUMS and member order are checked as an import checks them;
+ * manifests and other blobs are skipped without being read, and reading stops once every wanted blob the
+ * bundle holds was handed over. `take` must consume the whole feed and check the content (receiveBlob
+ * does); a content mismatch it reports after the feed ended leaves the reader at the next member.
  */
-function planModels(layout: VaultLayout, index: BundleIndex, as: string | undefined): PlannedModel[] {
-  const existing = new Map<string, boolean>();
-  return index.models.map((entry) => {
-    const target = as ?? entry.name;
-    if (!existing.has(target)) existing.set(target, versionsOf(layout, target).length > 0);
-    const same = versionsWithDigest(layout, target, entry.digest);
-    if (same.length > 0) return { entry, target, action: 'present', presentAs: same[0]! };
-    return { entry, target, action: existing.get(target) ? 'next' : 'keep' };
-  });
-}
-
-/** Removes blobs this import added that no published manifest uses (an unreadable manifest keeps them all). */
-function removeUnreferenced(layout: VaultLayout, blobs: Set<string>): void {
-  if (blobs.size === 0) return;
-  const referenced = new Set<string>();
-  for (const loc of listManifestLocations(layout)) {
-    try {
-      for (const f of readManifest(layout, loc.name, loc.version).files) referenced.add(f.sha256);
-    } catch {
-      return;
-    }
-  }
-  for (const sha256 of blobs) if (!referenced.has(sha256)) removeBlob(layout, sha256);
-}
-
-/**
- * Temp files in blobs/tmp are named `<pid>-<random>` by their writer; those whose process is gone (an
- * import killed mid-blob) can never be finished, so they go now rather than after sweepStaleTemps' day.
- */
-function sweepDeadTemps(layout: VaultLayout): void {
-  let names: string[];
+export async function readBundleBlobs(
+  bundlePath: string,
+  wanted: ReadonlySet<string>,
+  take: (blob: BundleBlobEntry, feed: BlobFeed) => Promise<void>,
+  opts: { onProgress?: (p: BundleProgress) => void; chunkSize?: number } = {},
+): Promise<BundleIndex> {
+  const label = bundlePath;
+  const fh = await openBundle(resolve(bundlePath), label);
   try {
-    names = readdirSync(layout.blobTmpDir);
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    const m = /^([1-9][0-9]*)-/.exec(n);
-    if (!m || Number(m[1]) === process.pid) continue;
-    try {
-      process.kill(Number(m[1]), 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
-      try {
-        unlinkSync(join(layout.blobTmpDir, n));
-      } catch {
-        /* raced with another sweeper */
+    const fileSize = (await fh.stat()).size;
+    const reader = new TarReader(fh, label, opts.chunkSize ?? CHUNK);
+    const seq = new MemberSequence(reader);
+    const progress = (member: string) => opts.onProgress?.({ bytesDone: reader.pos, bytesTotal: fileSize, member });
+    const { index, bytes: indexBytes } = await readIndex(reader, seq, label);
+    const readme = await reader.readAll(await seq.next(), MAX_README_BYTES);
+    const sumsText = (await reader.readAll(await seq.next(), MAX_SUMS_BYTES)).toString('utf8');
+    checkSums(reader, index, parseSums(sumsText), sha256Hex(indexBytes), sha256Hex(readme));
+    progress(SUMS_MEMBER);
+    const left = new Set(index.blobs.filter((b) => wanted.has(b.sha256)).map((b) => b.sha256));
+    if (left.size === 0) return index;
+    for (let i = 0; i < index.models.length; i++) {
+      const e = await seq.next();
+      await reader.skip(e, fileSize);
+    }
+    for (const b of index.blobs) {
+      const e = await seq.next();
+      if (e.size !== b.size) throw reader.fail(`bundle is damaged: ${e.name} is ${e.size} bytes, but the index says ${b.size}`);
+      if (left.has(b.sha256)) {
+        await take(b, (consume) => reader.stream(e, (chunk) => {
+          const r = consume(chunk);
+          progress(e.name);
+          return r;
+        }));
+        left.delete(b.sha256);
+        if (left.size === 0) break;
+      } else {
+        await reader.skip(e, fileSize);
       }
+      progress(e.name);
     }
-  }
-}
-
-function storedSize(layout: VaultLayout, sha256: string): number | null {
-  try {
-    return statSync(blobPath(layout, sha256)).size;
-  } catch {
-    return null;
+    return index;
+  } finally {
+    await fh.close();
   }
 }
 
@@ -579,11 +533,11 @@ export async function importBundle(
       }
     }
 
-    const plan = planModels(layout, index, as);
+    const plan = planReceived(layout, index.models, as);
     if (plan.every((p) => p.action === 'present')) {
       const seconds = elapsed(start);
       return {
-        bundle: abs, models: plan.map((p) => resultOf(p, p.presentAs!, 'present')), blobsStored: 0, blobsReused: 0,
+        bundle: abs, models: plan.map((p) => receivedResult(p, p.presentAs!, 'present')), blobsStored: 0, blobsReused: 0,
         bytesStored: 0, archiveBytes: reader.pos, seconds, bytesPerSecond: seconds > 0 ? reader.pos / seconds : 0,
       };
     }
@@ -657,7 +611,9 @@ export async function importBundle(
       }
 
       const results: ImportedBundleModel[] = [];
-      for (const [i, p] of plan.entries()) results.push(publish(layout, abs, p, manifests[i]!));
+      for (const [i, p] of plan.entries()) {
+        results.push(publishReceived(layout, p, manifests[i]!, (m) => ({ kind: 'bundle', path: abs, original: `${m.name}:${m.version}`, original_source: m.source })));
+      }
       const seconds = elapsed(start);
       return {
         bundle: abs, models: results, blobsStored, blobsReused, bytesStored, archiveBytes: reader.pos, seconds,
@@ -713,87 +669,13 @@ async function storeBlob(
   hooks: ImportBundleHooks,
   onChunk: () => void,
 ): Promise<boolean> {
-  const tmp = join(layout.blobTmpDir, `${process.pid}-${randomBytes(8).toString('hex')}`);
-  const out = await open(tmp, 'wx', 0o600);
-  const hash = createHash('sha256');
-  let written = 0;
-  let closed = false;
-  try {
-    await reader.stream(e, async (chunk) => {
-      hash.update(chunk);
-      await writeFull(out, chunk);
-      written += chunk.length;
+  const r = await receiveBlob(layout, sha256, e.size, (consume) => reader.stream(e, consume), {
+    onChunk: async (written) => {
       onChunk();
       await hooks.afterChunk?.(sha256, written);
-    });
-    const actual = hash.digest('hex');
-    if (actual !== sha256) {
-      throw reader.fail(`bundle is damaged: blob ${sha256} has sha256 ${actual}: its content was changed or corrupted (it holds ${usedBy.join(', ')})`);
-    }
-    await out.sync();
-    await out.close();
-    closed = true;
-    const final = blobPath(layout, sha256);
-    const existed = await stat(final).then(() => true, () => false);
-    await chmod(tmp, 0o444);
-    await rename(tmp, final);
-    return !existed;
-  } catch (err) {
-    if (!closed) await out.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-}
-
-function resultOf(p: PlannedModel, version: number, status: BundleModelStatus): ImportedBundleModel {
-  return {
-    original: `${p.entry.name}:${p.entry.version}`, ref: `${p.target}:${version}`, digest: p.entry.digest, status,
-    bytes: p.entry.bytes,
-  };
-}
-
-const MAX_VERSION_RACES = 100;
-
-/** Publishes one model's manifest (the exact bundle bytes when name and version are kept) and indexes it. */
-function publish(layout: VaultLayout, bundle: string, p: PlannedModel, src: { manifest: Manifest; bytes: Buffer }): ImportedBundleModel {
-  if (p.action === 'present') return resultOf(p, p.presentAs!, 'present');
-  const index = (m: Manifest) => {
-    try {
-      indexManifest(layout, m);
-    } catch {
-      // The manifest is the truth and already published; the index notices it is behind and rebuilds.
-    }
-  };
-  if (p.action === 'keep' && p.target === src.manifest.name) {
-    const path = manifestPath(layout, p.target, src.manifest.version);
-    mkdirSync(dirname(path), { recursive: true });
-    try {
-      writeFileAtomicSync(path, src.bytes, { mode: 0o444, exclusive: true });
-      index(src.manifest);
-      return resultOf(p, src.manifest.version, 'imported');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      // Someone published this version meanwhile: maybe the same content (a concurrent import of this bundle).
-    }
-  }
-  for (let attempt = 0; ; attempt++) {
-    const same = versionsWithDigest(layout, p.target, p.entry.digest);
-    if (same.length > 0) return resultOf(p, same[0]!, 'present');
-    const keep = p.action === 'keep' && attempt === 0;
-    const version = keep ? src.manifest.version : (versionsOf(layout, p.target).at(-1) ?? 0) + 1;
-    const m: Manifest = {
-      ...src.manifest,
-      name: p.target,
-      version,
-      source: { kind: 'bundle', path: bundle, original: `${src.manifest.name}:${src.manifest.version}`, original_source: src.manifest.source },
-    };
-    try {
-      writeNewManifest(layout, m);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && attempt < MAX_VERSION_RACES) continue;
-      throw e;
-    }
-    index(m);
-    return resultOf(p, version, 'renumbered');
-  }
+    },
+    mismatch: ({ actualSha256 }) =>
+      reader.fail(`bundle is damaged: blob ${sha256} has sha256 ${actualSha256}: its content was changed or corrupted (it holds ${usedBy.join(', ')})`),
+  });
+  return r.created;
 }

@@ -3,14 +3,15 @@ import { join } from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { VaultLayout } from './layout.js';
 import {
-  listManifestLocations, modelDigest, readManifest, validateLineage, versionsOf, writeNewManifest,
+  modelDigest, validateLineage, versionsOf, writeNewManifest,
   MANIFEST_SCHEMA, type Lineage, type Manifest, type ManifestFile, type ModelMetadata, type ModelSource,
 } from './manifest.js';
 import { inspectModelFolder, type FolderFile } from './model-folder.js';
 import { beginPending } from './pending.js';
 import { validateModelName } from './names.js';
 import { indexManifest, queryByDigest, withIndex } from './index-db.js';
-import { hasBlob, putBlob, removeBlob, sweepStaleTemps, syncBlobDir } from './store.js';
+import { hasBlob, putBlob, sweepStaleTemps, syncBlobDir } from './store.js';
+import { removeUnreferenced } from './receive.js';
 
 /**
  * Import = check everything, copy files into the blob store, then publish the manifest. The manifest is
@@ -143,20 +144,6 @@ export async function importPrepared(layout: VaultLayout, info: PreparedImport, 
   } finally {
     pending.end();
   }
-}
-
-/** Removes blobs added by a failed import, unless some published manifest uses them. */
-function removeUnreferenced(layout: VaultLayout, blobs: Set<string>): void {
-  if (blobs.size === 0) return;
-  const referenced = new Set<string>();
-  for (const loc of listManifestLocations(layout)) {
-    try {
-      for (const f of readManifest(layout, loc.name, loc.version).files) referenced.add(f.sha256);
-    } catch {
-      return; // An unreadable manifest might use them: keep the blobs rather than risk deleting data.
-    }
-  }
-  for (const sha256 of blobs) if (!referenced.has(sha256)) removeBlob(layout, sha256);
 }
 
 export interface RegisterOptions {

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { UserError } from '../core/errors.js';
+import { showValue, UserError } from '../core/errors.js';
 import { isSha256Hex, sha256Hex } from '../core/hash.js';
 import { writeFileAtomicSync } from '../core/atomic.js';
 import { isValidModelName } from './names.js';
@@ -118,16 +118,16 @@ export function parseManifest(text: string, where: string): Manifest {
   }
   const bad = (why: string) => new UserError(`${where}: invalid manifest: ${why}`);
   if (!isObject(m)) throw bad('expected a JSON object');
-  if (m.schema !== MANIFEST_SCHEMA) throw bad(`unsupported schema ${JSON.stringify(m.schema)} (this Distillery reads schema ${MANIFEST_SCHEMA})`);
+  if (m.schema !== MANIFEST_SCHEMA) throw bad(`unsupported schema ${showValue(m.schema)} (this Distillery reads schema ${MANIFEST_SCHEMA})`);
   if (typeof m.name !== 'string' || !isValidModelName(m.name)) throw bad('bad name');
   if (!Number.isSafeInteger(m.version) || (m.version as number) < 1) throw bad('version must be an integer ≥ 1');
   if (typeof m.created !== 'string') throw bad('created must be a string');
   if (!isSha256Hex(m.digest)) throw bad('digest must be 64 hex characters');
-  if (!MODEL_FORMATS.includes(m.format as ModelFormat)) throw bad(`unknown format ${JSON.stringify(m.format)}`);
+  if (!MODEL_FORMATS.includes(m.format as ModelFormat)) throw bad(`unknown format ${showValue(m.format)}`);
   if (!Array.isArray(m.files) || m.files.length === 0) throw bad('files must be a non-empty list');
   for (const f of m.files as unknown[]) {
     if (!isObject(f) || typeof f.path !== 'string' || !isSafeRelativePath(f.path) || !isSha256Hex(f.sha256) || !Number.isSafeInteger(f.size) || (f.size as number) < 0) {
-      throw bad(`bad file entry ${JSON.stringify(f)}`);
+      throw bad(`bad file entry ${showValue(f)}`);
     }
   }
   if (!isObject(m.source) || typeof m.source.kind !== 'string') throw bad('source must be {kind, ...}');

@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { UserError } from '../core/errors.js';
+import { showValue, UserError } from '../core/errors.js';
 
 /**
  * Reads and checks a safetensors header without touching the tensor data, so a 10 GB shard costs one
@@ -80,7 +80,8 @@ export async function readSafetensorsInfo(path: string, label: string = path): P
     const headerEnd = 8 + n;
     const available = fileSize - headerEnd;
     const tensors: SafetensorsTensor[] = [];
-    const elementsByDtype: Record<string, number> = {};
+    // No prototype: dtype strings come from the file ("__proto__" must be just another unknown key).
+    const elementsByDtype: Record<string, number> = Object.create(null) as Record<string, number>;
     let metadata: Record<string, string> | null = null;
     let dataSize = 0;
     let parameters = 0;
@@ -93,10 +94,10 @@ export async function readSafetensorsInfo(path: string, label: string = path): P
       const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
       if (typeof dtype !== 'string') throw bad(`tensor ${JSON.stringify(name)} has no dtype`);
       if (!Array.isArray(shape) || !shape.every(isNonNegativeInt)) {
-        throw bad(`tensor ${JSON.stringify(name)} has an invalid shape ${JSON.stringify(shape)}`);
+        throw bad(`tensor ${JSON.stringify(name)} has an invalid shape ${showValue(shape)}`);
       }
       if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInt) || offsets[0]! > offsets[1]!) {
-        throw bad(`tensor ${JSON.stringify(name)} has invalid data_offsets ${JSON.stringify(offsets)}`);
+        throw bad(`tensor ${JSON.stringify(name)} has invalid data_offsets ${showValue(offsets)}`);
       }
       const [begin, end] = offsets as [number, number];
       if (end > available) {
@@ -105,7 +106,7 @@ export async function readSafetensorsInfo(path: string, label: string = path): P
       const numel = (shape as number[]).reduce((a, b) => a * b, 1);
       const bits = DTYPE_BITS[dtype];
       if (bits !== undefined && bits % 8 === 0 && end - begin !== (numel * bits) / 8) {
-        throw bad(`tensor ${JSON.stringify(name)} (${dtype} ${JSON.stringify(shape)}) should take ${(numel * bits) / 8} bytes but its data_offsets span ${end - begin}`);
+        throw bad(`tensor ${JSON.stringify(name)} (${dtype} ${showValue(shape)}) should take ${(numel * bits) / 8} bytes but its data_offsets span ${end - begin}`);
       }
       tensors.push({ name, dtype, shape: shape as number[], begin, end });
       parameters += numel;

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { UserError } from '../../core/errors.js';
+import { showValue, UserError } from '../../core/errors.js';
 import { sha256Hex } from '../../core/hash.js';
 import type { PreparedImport } from '../importer.js';
 import type { FolderFile } from '../model-folder.js';
@@ -74,7 +74,7 @@ interface Layer {
 
 function parseDigest(d: unknown, where: string): string {
   const m = typeof d === 'string' ? /^sha256:([0-9a-f]{64})$/.exec(d) : null;
-  if (!m) throw new UserError(`${where}: bad digest ${JSON.stringify(d)} (expected sha256:<64 hex>)`);
+  if (!m) throw new UserError(`${where}: bad digest ${showValue(d)} (expected sha256:<64 hex>)`);
   return m[1]!;
 }
 
