@@ -3,7 +3,8 @@
  * thousand; this runs as many as asked). Prints, per target, how many inputs parsed, how many were rejected
  * with a UserError, the failures (any other exception, a slow call, memory growth) and the throughput.
  *
- *   node dist/bench/fuzz.js --iterations 100000 --seed 7 --target all
+ *   npm run fuzz -- --iterations 100000 --seed 7 --target all
+ *   node dist/bench/fuzz.js --iterations 100000 --seed 7 --target all   (the same, without the setup check)
  *   node dist/bench/fuzz.js --target gguf --seed 7 --repro 1234      replay one iteration, print its input
  *   options: --start N (first iteration), --messages (show the most frequent UserError messages),
  *            --out DIR (write each failing input to DIR/<target>-<seed>-<iteration>.bin)

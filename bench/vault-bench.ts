@@ -24,6 +24,9 @@ export interface VaultBenchResult {
   size_bytes: number;
   repeats: number;
   sha256sum_seconds: number[];
+  /** `openssl dgst -sha256` on the same file (null when openssl is absent): the same SHA-256 code Node uses. */
+  openssl_seconds: number[] | null;
+  openssl_mb_per_s: number | null;
   import_seconds: number[];
   verify_seconds: number[];
   sha256sum_mb_per_s: number;
@@ -76,12 +79,19 @@ export async function runVaultBench(opts: VaultBenchOptions, log: (s: string) =>
     spawnSync('cat', [weights], { stdio: 'ignore' }); // into the page cache
     const sha = spawnSync('sha256sum', ['--version']);
     if (sha.status !== 0) throw new Error('sha256sum is not available: the vault benchmark compares against it');
-    const r = { sha: [] as number[], imp: [] as number[], ver: [] as number[] };
+    const r = { sha: [] as number[], ssl: [] as number[], imp: [] as number[], ver: [] as number[] };
+    const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
     for (let i = 0; i < opts.repeats; i++) {
       r.sha.push(await timed(() => {
         const res = spawnSync('sha256sum', [weights]);
         if (res.status !== 0) throw new Error(`sha256sum failed: ${res.stderr.toString()}`);
       }));
+      if (haveOpenssl) {
+        r.ssl.push(await timed(() => {
+          const res = spawnSync('openssl', ['dgst', '-sha256', weights]);
+          if (res.status !== 0) throw new Error(`openssl failed: ${res.stderr.toString()}`);
+        }));
+      }
       const home = join(work, `home-${i}`);
       r.imp.push(await timed(() => importModel(src, { name: 'bench' }, home)));
       r.ver.push(await timed(async () => {
@@ -94,7 +104,8 @@ export async function runVaultBench(opts: VaultBenchOptions, log: (s: string) =>
     const rate = (s: number[]) => size / 1e6 / median(s);
     return {
       size_bytes: size, repeats: opts.repeats,
-      sha256sum_seconds: r.sha, import_seconds: r.imp, verify_seconds: r.ver,
+      sha256sum_seconds: r.sha, openssl_seconds: haveOpenssl ? r.ssl : null, openssl_mb_per_s: haveOpenssl ? rate(r.ssl) : null,
+      import_seconds: r.imp, verify_seconds: r.ver,
       sha256sum_mb_per_s: rate(r.sha), import_mb_per_s: rate(r.imp), verify_mb_per_s: rate(r.ver),
       import_vs_sha256sum: rate(r.imp) / rate(r.sha), verify_vs_sha256sum: rate(r.ver) / rate(r.sha),
     };
@@ -109,6 +120,7 @@ export function vaultTable(v: VaultBenchResult): string {
   return [
     `vault, one ${(v.size_bytes / 1e6).toFixed(0)} MB file from the page cache, medians of ${v.repeats}:`,
     row('sha256sum (read + hash)', v.sha256sum_mb_per_s, null),
+    ...(v.openssl_mb_per_s === null ? [] : [row('openssl dgst -sha256 (read + hash)', v.openssl_mb_per_s, v.openssl_mb_per_s / v.sha256sum_mb_per_s)]),
     row('vault import (read + hash + copy)', v.import_mb_per_s, v.import_vs_sha256sum),
     row('vault verify (read + hash)', v.verify_mb_per_s, v.verify_vs_sha256sum),
   ].join('\n');
