@@ -7,6 +7,8 @@ import { registerVaultCommands, formatBytes, formatParams } from '../../src/cli/
 import { UserError } from '../../src/core/errors.js';
 import { freshHome, makeFakeModel, stories260kDir, tempDir } from './helpers.js';
 import { registerModel } from '../../src/vault/vault.js';
+import { kv } from '../../src/formats/gguf.js';
+import { makeAdapter, makeHfCache, makeOllamaFolder, writeTinyGguf } from './source-fixtures.js';
 
 let home = '';
 before(() => {
@@ -132,6 +134,45 @@ test('tree and gc through the CLI', async () => {
     assert.equal(treeJson[0]?.children[0]?.recipe, 'ssd');
     const gc = await cli('gc', '--dry-run');
     assert.match(gc.out, /would remove 0 unused blob\(s\), 0 B; \d+ blob\(s\) in use\n$/);
+  } finally {
+    process.env.DISTILLERY_HOME = home;
+  }
+});
+
+test('every source through the CLI: HF folder, HF cache, GGUF, Ollama, adapter; vault list shows them; verify passes', async () => {
+  process.env.DISTILLERY_HOME = freshHome();
+  try {
+    const hub = join(tempDir(), 'hub');
+    const repo = makeHfCache(hub, 'Org/Cached', { ['c'.repeat(40)]: makeFakeModel(join(tempDir(), 'snap')) }, { main: 'c'.repeat(40) });
+    const gguf = join(tempDir(), 'Tiny-F32.gguf');
+    await writeTinyGguf(gguf, [kv.string('general.license', 'mit')]);
+    const ollama = join(tempDir(), 'ollama-models');
+    await makeOllamaFolder(ollama, 'tiny', '8b');
+    await makeOllamaFolder(ollama, 'other', 'latest');
+    const steps: Array<[string[], RegExp]> = [
+      [['import', makeFakeModel(join(tempDir(), 'plain')), '--name', 'plain'], /^imported plain:1: LlamaForCausalLM, 264 parameters/],
+      [['import', hub, '--repo', 'Org/Cached'], /^imported cached:1: LlamaForCausalLM/],
+      [['import', gguf], /^imported tiny-f32:1: llama F32, 16 parameters/],
+      [['import', ollama, '--all'], /^imported other:1: llama F32, 16 parameters.*\n.*\nimported tiny-8b:1: /s],
+      [['import', makeAdapter(join(tempDir(), 'my-lora'), 'Org/Cached')], /^imported my-lora:1: adapter for cached:1, 64 parameters/],
+    ];
+    for (const [args, want] of steps) assert.match((await cli(...args)).out, want, args.join(' '));
+    const rows = JSON.parse((await cli('list', '--json')).out) as Array<Record<string, unknown>>;
+    const facts = Object.fromEntries(rows.map((r) => [r.name, [r.format, r.architecture, r.parameters, r.dtype, r.license]]));
+    assert.deepEqual(facts, {
+      plain: ['hf-safetensors', 'LlamaForCausalLM', 264, 'float32', 'apache-2.0'],
+      cached: ['hf-safetensors', 'LlamaForCausalLM', 264, 'float32', 'apache-2.0'],
+      'tiny-f32': ['gguf', 'llama', 16, 'F32', 'mit'],
+      other: ['gguf', 'llama', 16, 'F32', 'MIT License'],
+      'tiny-8b': ['gguf', 'llama', 16, 'F32', 'MIT License'],
+      'my-lora': ['peft-adapter', 'LlamaForCausalLM', 64, 'float32', 'apache-2.0'],
+    });
+    const verify = await cli('verify');
+    assert.equal(verify.code, 0);
+    assert.match(verify.out, /^ok: 6 model\(s\)/m);
+    assert.match((await cli('tree')).out, /^cached:1 .*\n└─ my-lora:1  adapter \(lora\)/m);
+    await assert.rejects(cli('import', ollama), (e: unknown) => e instanceof UserError && /choose one with --model, or import every one with --all/.test(e.message));
+    await assert.rejects(cli('import', ollama, '--all', '--name', 'x'), /--all imports every model under its own name/);
   } finally {
     process.env.DISTILLERY_HOME = home;
   }

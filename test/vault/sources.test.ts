@@ -1,45 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { sha256Hex } from '../../src/core/hash.js';
 import { UserError } from '../../src/core/errors.js';
 import { importAllOllama, importFrom, importModel, listModels, verifyVault } from '../../src/vault/vault.js';
 import { kv } from '../../src/formats/gguf.js';
-import { makeOllamaFolder, writeTinyGguf } from './source-fixtures.js';
-import { freshHome, makeFakeModel, tempDir, writeSafetensors } from './helpers.js';
-
-/**
- * Writes a Hugging Face cache repo the way huggingface_hub does: content in blobs/<etag>, each revision a
- * snapshots/<commit>/ folder of relative symlinks into blobs/, branch names in refs/.
- */
-function makeHfCache(hub: string, repoId: string, revisions: Record<string, string>, refs: Record<string, string>): string {
-  const repo = join(hub, `models--${repoId.replace('/', '--')}`);
-  for (const [commit, source] of Object.entries(revisions)) {
-    const walk = (abs: string, rel: string) => {
-      for (const name of readdirSync(abs, { withFileTypes: true })) {
-        const childRel = rel ? `${rel}/${name.name}` : name.name;
-        if (name.isDirectory()) {
-          walk(join(abs, name.name), childRel);
-          continue;
-        }
-        const data = readFileSync(join(abs, name.name));
-        const blob = join(repo, 'blobs', sha256Hex(data));
-        mkdirSync(dirname(blob), { recursive: true });
-        writeFileSync(blob, data);
-        const link = join(repo, 'snapshots', commit, childRel);
-        mkdirSync(dirname(link), { recursive: true });
-        symlinkSync(relative(dirname(link), blob), link);
-      }
-    };
-    walk(source, '');
-  }
-  for (const [ref, commit] of Object.entries(refs)) {
-    mkdirSync(dirname(join(repo, 'refs', ref)), { recursive: true });
-    writeFileSync(join(repo, 'refs', ref), commit);
-  }
-  return repo;
-}
+import { makeAdapter, makeHfCache, makeOllamaFolder, writeTinyGguf } from './source-fixtures.js';
+import { freshHome, makeFakeModel, tempDir } from './helpers.js';
 
 const C1 = 'a'.repeat(40);
 const C2 = 'b'.repeat(39) + 'c';
@@ -90,14 +58,6 @@ test('Hugging Face cache: clear errors for an unknown revision, a hub root witho
   await assert.rejects(importFrom(repo, { base: 'foo' }, home), /--base applies to adapter folders/);
   assert.equal(listModels(undefined, home).length, 0, 'failed imports leave nothing');
 });
-
-function makeAdapter(dir: string, base: string): string {
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', base_model_name_or_path: base, r: 4, lora_alpha: 8, target_modules: ['q_proj'] }));
-  writeSafetensors(join(dir, 'adapter_model.safetensors'), { 'base_model.model.q_proj.lora_A.weight': { shape: [4, 8] }, 'base_model.model.q_proj.lora_B.weight': { shape: [8, 4] } });
-  writeFileSync(join(dir, 'README.md'), '---\nlibrary_name: peft\n---\n');
-  return dir;
-}
 
 test('PEFT adapters link to their base: by original repo id, by name, by --base; a missing base is noted', async () => {
   const home = freshHome();
