@@ -101,6 +101,7 @@ function startBanner(home: string, url: string, host: string, token: string | nu
     `  ${auth}MODEL_ENDPOINT=${url}/ llama-server -hf ${gguf?.id ?? 'distillery/NAME'}    (GGUF models)`,
     ...(token ? [] : [`  ollama pull --insecure ${new URL(url).host}/${gguf?.id ?? 'distillery/NAME'}    (GGUF models; Ollama sends no token)`]),
     '  add --revision vN (or a commit id) for an older version',
+    `  ${token ? `${MIRROR_TOKEN_ENV}=<token> ` : ''}distillery vault pull ${url}/${dir}    (from another Distillery vault)`,
     '',
     'Stop with Ctrl+C.',
     '',

@@ -14,6 +14,8 @@ import { parseModelRef } from '../vault/refs.js';
 import { vaultLayout } from '../vault/layout.js';
 import { table } from './format.js';
 import { registerBundleCommands } from './bundle-commands.js';
+import { pullModel, type PullResult } from '../vault/pull.js';
+import { repairVault, type RepairReport } from '../vault/repair.js';
 
 /** `distillery vault …`: import, list, show and verify models in DISTILLERY_HOME. */
 
@@ -103,6 +105,56 @@ function describeReport(r: VerifyReport): string {
   return lines.join('\n') + '\n';
 }
 
+function describePull(r: PullResult): string {
+  const m = r.model;
+  const lines: string[] = [];
+  if (m.status === 'present') {
+    lines.push(`${m.original} from ${r.mirror} is already in the vault as ${m.ref} (digest ${short(m.digest)}): nothing to do`);
+  } else {
+    const nameOf = (ref: string) => ref.slice(0, ref.lastIndexOf(':'));
+    const as = m.ref === m.original ? '' : nameOf(m.ref) === nameOf(m.original) ? ` as ${m.ref} (${nameOf(m.ref)} holds other content here)` : ` as ${m.ref}`;
+    lines.push(
+      `pulled ${m.original} from ${r.mirror}${as}: ${formatBytes(m.bytes)} in ${r.files} file(s), digest ${short(m.digest)}`,
+      `${r.blobsDownloaded} file(s) downloaded (${formatBytes(r.bytesDownloaded)}${r.bytesResumed > 0 ? `, resumed after ${formatBytes(r.bytesResumed)}` : ''}) ` +
+        `in ${formatDuration(r.seconds)} (${formatBytes(r.bytesPerSecond)}/s), ${r.blobsReused} already in the vault`,
+    );
+  }
+  const p = r.parent;
+  if (p && p.local === null) {
+    lines.push(
+      p.command
+        ? `note: its lineage parent ${p.ref} (digest ${short(p.digest)}) is not in this vault; the mirror has it as ${p.onMirror}: ${p.command}`
+        : `note: its lineage parent ${p.ref} (digest ${short(p.digest)}) is neither in this vault nor on the mirror`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+function describeRepair(r: RepairReport): string {
+  const lines: string[] = [];
+  const from = `${r.source.kind} ${r.source.location}`;
+  if (r.repaired.length === 0 && r.stillDamaged.length === 0) {
+    lines.push(`nothing to repair: ${r.checked.models} model(s), ${r.checked.blobs} blob(s) checked, all intact`);
+  } else {
+    const use = (b: { usedBy: Array<{ model: string; path: string }> }) => b.usedBy.map((u) => `${u.model} ${u.path}`).join(', ');
+    const rows = [
+      ...r.repaired.map((b) => [short(b.sha256), b.problem, 'repaired', use(b)]),
+      ...r.stillDamaged.map((b) => [short(b.sha256), b.problem, 'STILL DAMAGED', use(b)]),
+    ];
+    lines.push(table([['BLOB', 'PROBLEM', 'RESULT', 'FILES'], ...rows]));
+    for (const b of r.stillDamaged) lines.push(`blob ${b.sha256}: ${b.reason}`);
+    lines.push('', table([['MODEL', 'STATUS'], ...r.models.map((m) => [m.ref, m.ok ? 'ok (repaired)' : `DAMAGED (${m.damagedFiles.join(', ') || 'manifest'})`])]));
+    lines.push(
+      '',
+      `${r.repaired.length} blob(s) repaired from ${from} (${formatBytes(r.bytesRestored)})` +
+        (r.stillDamaged.length > 0 ? `, ${r.stillDamaged.length} still damaged` : '') + ` in ${formatDuration(r.seconds)}`,
+    );
+  }
+  for (const b of r.badManifests) lines.push(`manifest ${b.path}: ${b.error} (repair never changes manifests: restore that file, or remove the model)`);
+  if (r.stillDamaged.length > 0) lines.push('find a source that holds the damaged files (another bundle or mirror) and run vault repair again');
+  return lines.join('\n') + '\n';
+}
+
 export function registerVaultCommands(program: Command): void {
   const vault = program
     .command('vault')
@@ -182,6 +234,42 @@ Examples:
             `${formatBytes(modelSize(m))} in ${m.files.length} file(s)\ndigest ${m.digest}\n`,
         );
       }
+    });
+
+  vault
+    .command('pull <url>')
+    .description('Copy a model from another Distillery\'s mirror (distillery mirror) into this vault, checking every file.')
+    .option('--as <name>', 'store it under this name (default: its own name)')
+    .option('--token <token>', 'the mirror\'s token (default: $DISTILLERY_MIRROR_TOKEN)')
+    .option('--json', 'print the result as JSON')
+    .addHelpText(
+      'after',
+      `
+URL is http://HOST:PORT/NAME (the latest version) or http://HOST:PORT/NAME:VERSION, the address the other
+machine's "distillery mirror" prints. Every file's sha256 and size are checked before the model becomes
+visible; files this vault already holds are not downloaded again. If NAME holds other content here, the
+model becomes the next version of NAME. An interrupted pull resumes where it stopped when run again.
+A model whose lineage parent is not in this vault says so, with the command to pull the parent too.
+
+Examples:
+  distillery vault pull http://192.168.1.20:8470/qwen3-0.6b
+  distillery vault pull http://192.168.1.20:8470/qwen3-0.6b-ssd:2 --as qwen3-ssd
+  DISTILLERY_MIRROR_TOKEN=hf_... distillery vault pull http://gpu-box:8470/qwen3-0.6b --json`,
+    )
+    .action(async (url: string, opts: { as?: string; token?: string; json?: boolean }) => {
+      let bar: ReturnType<typeof bytesProgress> | null = null;
+      const r = await pullModel(vaultLayout(), url, {
+        as: opts.as,
+        token: opts.token,
+        onProgress: (p) => {
+          if (p.bytesTotal === 0) return;
+          bar ??= bytesProgress('pull', p.bytesTotal);
+          bar.update(p.bytesDone);
+        },
+      });
+      (bar as ReturnType<typeof bytesProgress> | null)?.done(`${formatBytes(r.bytesDownloaded)} at ${formatBytes(r.bytesPerSecond)}/s`);
+      if (opts.json) return printJson(r);
+      process.stdout.write(describePull(r));
     });
 
   vault
@@ -266,10 +354,55 @@ Examples:
             `${formatBytes(report.bytes)} hashed in ${formatDuration(report.seconds)} (${rate})\n`,
         );
         if (!report.ok) {
-          process.stdout.write('restore the damaged models by importing them again from a good copy\n');
+          process.stdout.write(
+            'restore the damaged files from a good copy: distillery vault repair --from BUNDLE|http://HOST:PORT (a bundle or another\n' +
+              "Distillery's mirror that holds these models), or import the models again from a good copy\n",
+          );
         }
       }
       if (!report.ok) process.exitCode = 1;
+    });
+
+  vault
+    .command('repair [ref]')
+    .description('Restore damaged or missing files of one model (or all) from a bundle or another Distillery\'s mirror; exit code 1 if any stay damaged.')
+    .requiredOption('--from <source>', 'a bundle file (vault export) or a mirror address http://HOST:PORT')
+    .option('--token <token>', 'the mirror\'s token (default: $DISTILLERY_MIRROR_TOKEN)')
+    .option('--json', 'print the report as JSON')
+    .addHelpText(
+      'after',
+      `
+Runs the checks of "vault verify", then fetches a good copy of each damaged file by its sha256 (the
+manifests say what it must be): from a bundle, read once, taking only the files needed; from a mirror,
+one download per file. Each copy is checked while it is written, replaces the damaged file in one step,
+and is hashed again afterwards. Manifests are never changed. Files the source does not hold are reported.
+
+Examples:
+  distillery vault repair --from /media/usb/qwen3.tar
+  distillery vault repair qwen3-0.6b:2 --from http://192.168.1.20:8470
+  distillery vault repair --from http://gpu-box:8470 --token hf_... --json`,
+    )
+    .action(async (ref: string | undefined, opts: { from: string; token?: string; json?: boolean }) => {
+      let bar: ReturnType<typeof bytesProgress> | null = null;
+      let phase = '';
+      const r = await repairVault(vaultLayout(), {
+        from: opts.from,
+        ref,
+        token: opts.token,
+        onProgress: (p) => {
+          if (p.phase !== phase) {
+            (bar as ReturnType<typeof bytesProgress> | null)?.done();
+            bar = null;
+            phase = p.phase;
+          }
+          bar ??= bytesProgress(p.phase, p.bytesTotal);
+          bar.update(p.bytesDone);
+        },
+      });
+      (bar as ReturnType<typeof bytesProgress> | null)?.done();
+      if (opts.json) printJson(r);
+      else process.stdout.write(describeRepair(r));
+      if (!r.ok) process.exitCode = 1;
     });
 
   vault

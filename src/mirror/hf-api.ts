@@ -414,7 +414,7 @@ class BlobProblem extends Error {}
 
 function damaged(req: MirrorRequest, res: ServerResponse, ctx: MirrorContext, v: CatalogVersion, e: BlobProblem): void {
   const ref = `${v.manifest.name}:${v.manifest.version}`;
-  const message = `${ref} cannot be served: ${e.message}; the model is damaged (run "distillery vault verify ${ref}"; re-importing a good copy repairs it)`;
+  const message = `${ref} cannot be served: ${e.message}; the model is damaged (run "distillery vault verify ${ref}"; "distillery vault repair --from BUNDLE|URL" or re-importing a good copy repairs it)`;
   ctx.warn(message);
   sendError(req, res, 500, message, { 'X-Repo-Commit': v.commit });
 }

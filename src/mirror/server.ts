@@ -392,7 +392,7 @@ export function parseRange(header: string | undefined, size: number): ParsedRang
  */
 async function serveBlob(req: MirrorRequest, res: ServerResponse, spec: BlobSpec, s: ServerState): Promise<void> {
   const damaged = (why: string) => {
-    const message = `${spec.label} cannot be served: its vault blob ${why}; the model is damaged (run "distillery vault verify ${spec.ref}"; re-importing a good copy repairs it)`;
+    const message = `${spec.label} cannot be served: its vault blob ${why}; the model is damaged (run "distillery vault verify ${spec.ref}"; "distillery vault repair --from BUNDLE|URL" or re-importing a good copy repairs it)`;
     s.warn(message);
     sendError(req, res, 500, message, spec.errorHeaders ?? {});
   };

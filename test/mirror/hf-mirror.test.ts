@@ -425,10 +425,10 @@ test('llama.cpp (before 2026-03): /v2/<user>/<model>/manifests/<tag> gives ggufF
   assert.equal(st.status, 404);
   assert.match((await json(st)).error, /has no GGUF files/);
   assert.equal((await manifest('distillery/nope', 'latest')).headers.get('x-error-code'), 'RepoNotFound');
-  // Not llama.cpp (e.g. an Ollama pull): not this module's business.
+  // Not llama.cpp: an Ollama pull, answered by the Ollama module with a registry manifest.
   const other = await manifest('distillery/tinygguf', 'latest', 'ollama/0.12');
-  assert.equal(other.status, 404);
-  assert.equal(other.headers.get('x-error-code'), null);
+  assert.equal(other.status, 200);
+  assert.equal(((await other.json()) as { mediaType: string }).mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
   // Then the old client downloads /resolve/main/<ggufFile>.
   const r = await fetch(`${A.url}/distillery/tinygguf/resolve/main/${latest.ggufFile.rfilename}`);
   assert.deepEqual(Buffer.from(await r.arrayBuffer()), ggufFiles['tinygguf-Q4_K_M.gguf']);

@@ -109,7 +109,7 @@ test('every vault command has a description and an example', () => {
   const program = new Command();
   registerVaultCommands(program);
   const vault = program.commands.find((c) => c.name() === 'vault')!;
-  assert.deepEqual(vault.commands.map((c) => c.name()), ['export', 'import-bundle', 'show-bundle', 'import', 'list', 'show', 'verify', 'gc', 'tree']);
+  assert.deepEqual(vault.commands.map((c) => c.name()), ['export', 'import-bundle', 'show-bundle', 'import', 'pull', 'list', 'show', 'verify', 'repair', 'gc', 'tree']);
   for (const c of [vault, ...vault.commands]) {
     assert.ok(c.description().length > 10, c.name());
     let help = '';
