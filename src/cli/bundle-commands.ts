@@ -1,28 +1,11 @@
 import type { Command } from 'commander';
-import { formatDuration, startProgress, type Progress } from '../core/progress.js';
+import { formatDuration } from '../core/progress.js';
 import { vaultLayout } from '../vault/layout.js';
-import { exportBundle, importBundle, readBundleIndex, type BundleProgress, type ImportBundleResult } from '../vault/bundle.js';
-import { formatBytes } from './vault-commands.js';
-import { table } from './format.js';
+import { exportBundle, importBundle, readBundleIndex, type ImportBundleResult } from '../vault/bundle.js';
+import { bytesBar, formatBytes, printJson, table } from './format.js';
 
 /** `distillery vault export | import-bundle | show-bundle`: offline bundles (one tar file of models). */
 
-function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
-}
-
-/** A bytes progress bar in MB, started on the first report. */
-function bytesBar(label: string) {
-  let bar: Progress | null = null;
-  const mb = (b: number) => Math.round(b / 1e6);
-  return {
-    update: (p: BundleProgress) => {
-      bar ??= startProgress(label, { total: Math.max(1, mb(p.bytesTotal)), unit: 'MB' });
-      bar.update(mb(p.bytesDone));
-    },
-    done: (msg: string) => bar?.done(msg),
-  };
-}
 
 const rate = (bytesPerSecond: number) => `${formatBytes(bytesPerSecond)}/s`;
 

@@ -1,4 +1,31 @@
 /** Shared formatting for terminal output. */
+import { startProgress, type Progress } from '../core/progress.js';
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+export interface BytesBar {
+  update(p: { bytesDone: number; bytesTotal: number }): void;
+  done(message?: string): void;
+}
+
+/**
+ * A progress bar for byte counts, in MB (readable for multi-gigabyte models). It starts on the first report
+ * with a total, so the total is known; done() finishes it (a no-op if nothing was reported).
+ */
+export function bytesBar(label: string): BytesBar {
+  const mb = (b: number) => Math.round(b / 1e6);
+  let bar: Progress | null = null;
+  return {
+    update: (p) => {
+      if (p.bytesTotal === 0 && bar === null) return;
+      bar ??= startProgress(label, { total: Math.max(1, mb(p.bytesTotal)), unit: 'MB' });
+      bar.update(mb(p.bytesDone));
+    },
+    done: (message) => bar?.done(message),
+  };
+}
 
 /** Progress lines go to stderr (stdout stays clean for --json), and nowhere under --quiet. */
 export function stderrLog(quiet: boolean): (line: string) => void {
@@ -23,4 +50,29 @@ export function table(rows: string[][]): string {
   const out = [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  ')];
   for (const row of rows.slice(1)) out.push(line(row));
   return out.join('\n');
+}
+
+/** 1044992 → "1.0 MB". Decimal units, matching how model sizes and disk throughput are usually quoted. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
+  let i = 0;
+  let v = n;
+  while (i < units.length - 1 && Math.abs(v) >= 999.5) {
+    v /= 1000;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v < 9.95 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+/** 260032 → "260k", 1234567 → "1.2M", 7615616512 → "7.6B". */
+export function formatParams(n: number | null): string {
+  if (n === null) return '-';
+  const units = ['', 'k', 'M', 'B', 'T'];
+  let i = 0;
+  let v = n;
+  while (i < units.length - 1 && Math.abs(v) >= 999.5) {
+    v /= 1000;
+    i++;
+  }
+  return i === 0 ? String(n) : `${v < 9.95 ? v.toFixed(1) : Math.round(v)}${units[i]}`;
 }

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { distilleryHome } from '../core/paths.js';
-import { startProgress, formatDuration } from '../core/progress.js';
+import { formatDuration } from '../core/progress.js';
 import {
   collectGarbage, getManifest, importAllOllama, importFrom, inspectModelFolder, lineageTree, listModels, modelSize, verifyVault,
-  type ImportProgress, type Manifest, type ModelRow, type TreeNode, type VerifyReport,
+  type Manifest, type ModelRow, type TreeNode, type VerifyReport,
 } from '../vault/vault.js';
 import { UserError } from '../core/errors.js';
 
@@ -12,51 +12,15 @@ interface ImportCliOptions {
 }
 import { parseModelRef } from '../vault/refs.js';
 import { vaultLayout } from '../vault/layout.js';
-import { table } from './format.js';
+import { bytesBar, formatBytes, formatParams, printJson, table, type BytesBar } from './format.js';
 import { registerBundleCommands } from './bundle-commands.js';
 import { pullModel, type PullResult } from '../vault/pull.js';
 import { repairVault, type RepairReport } from '../vault/repair.js';
 
 /** `distillery vault …`: import, list, show and verify models in DISTILLERY_HOME. */
 
-/** 1044992 → "1.0 MB". Decimal units, matching how model sizes and disk throughput are usually quoted. */
-export function formatBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
-  let i = 0;
-  let v = n;
-  while (i < units.length - 1 && Math.abs(v) >= 999.5) {
-    v /= 1000;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v < 9.95 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
-}
-
-/** 260032 → "260k", 1234567 → "1.2M", 7615616512 → "7.6B". */
-export function formatParams(n: number | null): string {
-  if (n === null) return '-';
-  const units = ['', 'k', 'M', 'B', 'T'];
-  let i = 0;
-  let v = n;
-  while (i < units.length - 1 && Math.abs(v) >= 999.5) {
-    v /= 1000;
-    i++;
-  }
-  return i === 0 ? String(n) : `${v < 9.95 ? v.toFixed(1) : Math.round(v)}${units[i]}`;
-}
-
 const short = (digest: string) => digest.slice(0, 12);
 const when = (iso: string) => iso.slice(0, 16).replace('T', ' ');
-
-function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
-}
-
-function bytesProgress(label: string, total: number) {
-  // startProgress counts units; megabytes keep the numbers readable for multi-gigabyte models.
-  const mb = (b: number) => Math.round(b / 1e6);
-  const bar = startProgress(label, { total: Math.max(1, mb(total)), unit: 'MB' });
-  return { update: (done: number, extra?: string) => bar.update(mb(done), extra), done: (msg?: string) => bar.done(msg) };
-}
 
 function describeManifest(m: Manifest, rows: ModelRow[]): string {
   const parent = m.lineage
@@ -211,19 +175,12 @@ Examples:
     )
     .action(async (path: string, opts: ImportCliOptions) => {
       if (opts.all && (opts.name !== undefined || opts.model !== undefined)) throw new UserError('--all imports every model under its own name: leave out --name and --model');
-      let bar: ReturnType<typeof bytesProgress> | null = null;
-      let label = opts.name ?? path;
-      const common = {
-        license: opts.license, repo: opts.repo, revision: opts.revision, base: opts.base, file: opts.file,
-        onProgress: (p: ImportProgress) => {
-          bar ??= bytesProgress(`import ${label}`, p.bytesTotal);
-          bar.update(p.bytesDone);
-        },
-      };
+      const bar = bytesBar(`import ${opts.all ? 'all' : (opts.name ?? path)}`);
+      const common = { license: opts.license, repo: opts.repo, revision: opts.revision, base: opts.base, file: opts.file, onProgress: bar.update };
       const results = opts.all
-        ? await importAllOllama(path, { ...common, onProgress: (p) => { label = p.file; common.onProgress(p); } })
+        ? await importAllOllama(path, common)
         : [await importFrom(path, { ...common, name: opts.name, model: opts.model })];
-      (bar as ReturnType<typeof bytesProgress> | null)?.done(`${formatBytes(results.reduce((s, r) => s + modelSize(r.manifest), 0))} stored`);
+      bar.done(`${formatBytes(results.reduce((s, r) => s + modelSize(r.manifest), 0))} stored`);
       for (const n of results.flatMap((r) => r.notes)) process.stderr.write(`note: ${n}\n`);
       if (opts.json) return printJson(opts.all ? results.map((r) => r.manifest) : results[0]!.manifest);
       if (results.length === 0) process.stdout.write('the Ollama models folder holds no models\n');
@@ -257,17 +214,9 @@ Examples:
   DISTILLERY_MIRROR_TOKEN=hf_... distillery vault pull http://gpu-box:8470/qwen3-0.6b --json`,
     )
     .action(async (url: string, opts: { as?: string; token?: string; json?: boolean }) => {
-      let bar: ReturnType<typeof bytesProgress> | null = null;
-      const r = await pullModel(vaultLayout(), url, {
-        as: opts.as,
-        token: opts.token,
-        onProgress: (p) => {
-          if (p.bytesTotal === 0) return;
-          bar ??= bytesProgress('pull', p.bytesTotal);
-          bar.update(p.bytesDone);
-        },
-      });
-      (bar as ReturnType<typeof bytesProgress> | null)?.done(`${formatBytes(r.bytesDownloaded)} at ${formatBytes(r.bytesPerSecond)}/s`);
+      const bar = bytesBar('pull');
+      const r = await pullModel(vaultLayout(), url, { as: opts.as, token: opts.token, onProgress: bar.update });
+      bar.done(`${formatBytes(r.bytesDownloaded)} at ${formatBytes(r.bytesPerSecond)}/s`);
       if (opts.json) return printJson(r);
       process.stdout.write(describePull(r));
     });
@@ -339,13 +288,10 @@ Examples:
   distillery vault verify stories260k:2 --json`,
     )
     .action(async (ref: string | undefined, opts: { json?: boolean }) => {
-      let bar: ReturnType<typeof bytesProgress> | null = null;
-      const report = await verifyVault(ref, (p) => {
-        bar ??= bytesProgress('verify', p.bytesTotal);
-        bar.update(p.bytesDone);
-      });
+      const bar = bytesBar('verify');
+      const report = await verifyVault(ref, bar.update);
       const rate = `${formatBytes(report.bytesPerSecond)}/s`;
-      (bar as ReturnType<typeof bytesProgress> | null)?.done(`${formatBytes(report.bytes)} at ${rate}`);
+      bar.done(`${formatBytes(report.bytes)} at ${rate}`);
       if (opts.json) printJson(report);
       else {
         process.stdout.write(describeReport(report));
@@ -383,7 +329,8 @@ Examples:
   distillery vault repair --from http://gpu-box:8470 --token hf_... --json`,
     )
     .action(async (ref: string | undefined, opts: { from: string; token?: string; json?: boolean }) => {
-      let bar: ReturnType<typeof bytesProgress> | null = null;
+      // One bar per phase (verify, then restore).
+      let bar: BytesBar | null = null;
       let phase = '';
       const r = await repairVault(vaultLayout(), {
         from: opts.from,
@@ -391,15 +338,14 @@ Examples:
         token: opts.token,
         onProgress: (p) => {
           if (p.phase !== phase) {
-            (bar as ReturnType<typeof bytesProgress> | null)?.done();
-            bar = null;
+            bar?.done();
+            bar = bytesBar(p.phase);
             phase = p.phase;
           }
-          bar ??= bytesProgress(p.phase, p.bytesTotal);
-          bar.update(p.bytesDone);
+          bar!.update(p);
         },
       });
-      (bar as ReturnType<typeof bytesProgress> | null)?.done();
+      (bar as BytesBar | null)?.done();
       if (opts.json) printJson(r);
       else process.stdout.write(describeRepair(r));
       if (!r.ok) process.exitCode = 1;

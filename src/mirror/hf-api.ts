@@ -49,6 +49,20 @@ async function handle(req: MirrorRequest, res: ServerResponse, ctx: MirrorContex
   return handleResolve(req, res, ctx);
 }
 
+/**
+ * A path can name a repo as `a/b` or as `a` (vault names have no namespace): the first reading whose repo
+ * exists wins. When none does, answers RepoNotFound for the first reading and returns null.
+ */
+function firstRepo<T extends { repoId: string }>(req: MirrorRequest, res: ServerResponse, ctx: MirrorContext, forms: T[]): (T & { repo: Repo }) | null {
+  const catalog = ctx.catalog();
+  for (const f of forms) {
+    const repo = catalog.findRepo(f.repoId);
+    if (repo) return { ...f, repo };
+  }
+  repoNotFound(req, res, forms[0]!.repoId);
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // /api/…
 
@@ -69,12 +83,8 @@ async function handleApi(req: MirrorRequest, res: ServerResponse, ctx: MirrorCon
   const one = parseAction(rest.slice(1));
   if (one && REPO_SEGMENT.test(rest[0]!)) forms.push({ repoId: rest[0]!, action: one });
   if (forms.length === 0) return false;
-  const catalog = ctx.catalog();
-  const found = forms.map((f) => ({ ...f, repo: catalog.findRepo(f.repoId) })).find((f) => f.repo !== null);
-  if (!found || !found.repo) {
-    repoNotFound(req, res, forms[0]!.repoId);
-    return true;
-  }
+  const found = firstRepo(req, res, ctx, forms);
+  if (!found) return true;
   const { repo, action } = found;
   if (action.kind === 'refs') {
     refs(req, res, repo);
@@ -271,12 +281,8 @@ async function handleResolve(req: MirrorRequest, res: ServerResponse, ctx: Mirro
   if (seg.length >= 5 && seg[2] === 'resolve' && REPO_SEGMENT.test(seg[0]!) && REPO_SEGMENT.test(seg[1]!)) forms.push({ repoId: `${seg[0]}/${seg[1]}`, rest: seg.slice(3) });
   if (seg.length >= 4 && seg[1] === 'resolve' && REPO_SEGMENT.test(seg[0]!)) forms.push({ repoId: seg[0]!, rest: seg.slice(2) });
   if (forms.length === 0) return false;
-  const catalog = ctx.catalog();
-  const found = forms.map((f) => ({ ...f, repo: catalog.findRepo(f.repoId) })).find((f) => f.repo !== null);
-  if (!found || !found.repo) {
-    repoNotFound(req, res, forms[0]!.repoId);
-    return true;
-  }
+  const found = firstRepo(req, res, ctx, forms);
+  if (!found) return true;
   const { repo, rest } = found;
   const [revision = '', ...pathSegments] = rest;
   const version = lookupRevision(req, res, repo, revision);

@@ -5,7 +5,7 @@ import { blobPath } from '../vault/layout.js';
 import { modelRefString, type Manifest, type ManifestFile } from '../vault/manifest.js';
 import type { CatalogVersion } from './resolve.js';
 import { pickGguf } from './hf-api.js';
-import { parseRange, printable, sendError, type MirrorContext, type MirrorRequest, type ProtocolModule } from './server.js';
+import { parseRange, printable, sendBody, sendError, type MirrorContext, type MirrorRequest, type ProtocolModule } from './server.js';
 
 /**
  * The Ollama registry pull API (Docker distribution v2 shapes), as `ollama pull --insecure HOST:PORT/NS/MODEL:TAG`
@@ -264,18 +264,10 @@ function sendBytes(req: MirrorRequest, res: ServerResponse, data: Buffer, header
     sendError(req, res, 416, `range ${printable(req.headers.range ?? '', 100)} is outside the blob (${data.length} bytes)`, { 'Content-Range': `bytes */${data.length}` });
     return;
   }
-  let body = data;
-  res.statusCode = 200;
-  if (range.kind === 'range') {
-    body = data.subarray(range.start, range.end + 1);
-    res.statusCode = 206;
-    res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${data.length}`);
-  }
-  res.setHeader('Content-Length', String(body.length));
-  if (req.method === 'HEAD') {
-    res.end();
+  if (range.kind !== 'range') {
+    sendBody(req, res, 200, data, {});
     return;
   }
-  req.state.bytes += body.length;
-  res.end(body);
+  const body = data.subarray(range.start, range.end + 1);
+  sendBody(req, res, 206, body, { 'Content-Range': `bytes ${range.start}-${range.end}/${data.length}` });
 }

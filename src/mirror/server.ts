@@ -310,32 +310,26 @@ function headerSafe(s: string): string {
   return printable(s, 1000).replace(/…$/, '...');
 }
 
-/** A JSON answer; HEAD gets the same headers and no body. */
-export function sendJson(req: Pick<MirrorRequest, 'method' | 'state'> | null, res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = Buffer.from(JSON.stringify(body), 'utf8');
+/** Sends a small in-memory body with its headers; HEAD gets the same headers and no body. */
+export function sendBody(req: Pick<MirrorRequest, 'method' | 'state'> | null, res: ServerResponse, status: number, body: Buffer, headers: Record<string, string>): void {
   res.statusCode = status;
   for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-  res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  res.setHeader('Content-Length', String(text.length));
+  res.setHeader('Content-Length', String(body.length));
   if (req?.method === 'HEAD') {
     res.end();
     return;
   }
-  if (req) req.state.bytes += text.length;
-  res.end(text);
+  if (req) req.state.bytes += body.length;
+  res.end(body);
+}
+
+/** A JSON answer. */
+export function sendJson(req: Pick<MirrorRequest, 'method' | 'state'> | null, res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendBody(req, res, status, Buffer.from(JSON.stringify(body), 'utf8'), { ...headers, 'Content-Type': 'application/json; charset=utf-8' });
 }
 
 function sendText(req: MirrorRequest, res: ServerResponse, status: number, text: string): void {
-  const body = Buffer.from(text, 'utf8');
-  res.statusCode = status;
-  res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-  res.setHeader('Content-Length', String(body.length));
-  if (req.method === 'HEAD') {
-    res.end();
-    return;
-  }
-  req.state.bytes += body.length;
-  res.end(body);
+  sendBody(req, res, status, Buffer.from(text, 'utf8'), { 'Content-Type': 'text/plain; charset=utf-8' });
 }
 
 /** What a person opening the mirror's address sees: the repositories and how to download them. */

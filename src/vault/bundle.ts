@@ -17,7 +17,7 @@ import {
   type BlobFeed, type ReceivedModel, type ReceivedStatus,
 } from './receive.js';
 import {
-  blobMember, BLOCK, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, BundleError, END_OF_ARCHIVE, expectedMembers, INDEX_MEMBER,
+  blobMember, BLOCK, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, END_OF_ARCHIVE, expectedMembers, INDEX_MEMBER,
   manifestMember, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, MAX_README_BYTES, MAX_SUMS_BYTES, memberHeader, minimalLayout,
   padded, parseBundleIndex, parseSums, README_MEMBER, serializeBundleIndex, sumsLine, SUMS_MEMBER, TarReader,
   type BundleBlobEntry, type BundleIndex, type TarEntry,

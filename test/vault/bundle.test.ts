@@ -13,6 +13,7 @@ import { registerBundleCommands } from '../../src/cli/bundle-commands.js';
 import { UserError } from '../../src/core/errors.js';
 import { freshHome, listTree, makeFakeModel, tempDir } from './helpers.js';
 import { flipped, manifestFiles, readTar, sha256, truncated, twoModels, vaultState, writeTar, type RawMember } from './bundle-helpers.js';
+import { runCli } from '../helpers/cli.js';
 
 const hasTools = spawnSync('tar', ['--version']).status === 0 && spawnSync('sha256sum', ['--version']).status === 0;
 const SMALL_CHUNK = { chunkSize: 64 << 10 };
@@ -429,28 +430,9 @@ test('export refuses missing or damaged blobs and leaves no file behind; existin
   assert.deepEqual(readdirSync(dir), ['out.tar']);
 });
 
-/** Runs `distillery vault …` in-process with the bundle commands, capturing stdout. */
-async function cli(home: string, ...args: string[]): Promise<{ out: string; err: string }> {
-  const program = new Command().name('distillery').exitOverride();
-  const vault = program.command('vault');
-  registerBundleCommands(vault);
-  let out = '';
-  let err = '';
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((out += s), true) : ow(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((err += s), true) : ew(s, ...rest))) as typeof process.stderr.write;
-  const saved = process.env.DISTILLERY_HOME;
-  process.env.DISTILLERY_HOME = home;
-  try {
-    await program.parseAsync(['vault', ...args], { from: 'user' });
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-    if (saved === undefined) delete process.env.DISTILLERY_HOME;
-    else process.env.DISTILLERY_HOME = saved;
-  }
-  return { out, err };
+/** Runs `distillery vault …` in-process with the bundle commands (see runCli). */
+function cli(home: string, ...args: string[]): Promise<{ out: string; err: string }> {
+  return runCli((p) => registerBundleCommands(p.command('vault')), ['vault', ...args], { home });
 }
 
 test('CLI: export, show-bundle, import-bundle (text and --json), help with examples', async () => {

@@ -3,12 +3,14 @@ import assert from 'node:assert/strict';
 import { chmodSync, closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { registerVaultCommands, formatBytes, formatParams } from '../../src/cli/vault-commands.js';
+import { registerVaultCommands } from '../../src/cli/vault-commands.js';
+import { formatBytes, formatParams } from '../../src/cli/format.js';
 import { UserError } from '../../src/core/errors.js';
 import { freshHome, makeFakeModel, stories260kDir, tempDir } from './helpers.js';
 import { registerModel } from '../../src/vault/vault.js';
 import { kv } from '../../src/formats/gguf.js';
 import { makeAdapter, makeHfCache, makeOllamaFolder, writeTinyGguf } from './source-fixtures.js';
+import { runCli } from '../helpers/cli.js';
 
 let home = '';
 before(() => {
@@ -16,27 +18,9 @@ before(() => {
   process.env.DISTILLERY_HOME = home;
 });
 
-/** Runs `distillery vault …` in-process, capturing stdout/stderr and the exit code it sets. */
-async function cli(...args: string[]): Promise<{ out: string; err: string; code: number }> {
-  const program = new Command().name('distillery').exitOverride();
-  registerVaultCommands(program);
-  let out = '';
-  let err = '';
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  // Only strings are ours: the test runner talks to its parent through stdout in binary chunks.
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((out += s), true) : ow(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((err += s), true) : ew(s, ...rest))) as typeof process.stderr.write;
-  process.exitCode = undefined;
-  try {
-    await program.parseAsync(['vault', ...args], { from: 'user' });
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-  const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
-  process.exitCode = undefined;
-  return { out, err, code };
+/** Runs `distillery vault …` in-process (see runCli). */
+function cli(...args: string[]): Promise<{ out: string; err: string; code: number }> {
+  return runCli(registerVaultCommands, ['vault', ...args]);
 }
 
 test('number formatting', () => {

@@ -2,7 +2,6 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, closeSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { registerVaultCommands } from '../../src/cli/vault-commands.js';
 import { UserError } from '../../src/core/errors.js';
 import { startMirror, type MirrorHandle } from '../../src/mirror/server.js';
@@ -13,6 +12,7 @@ import { repairVault } from '../../src/vault/repair.js';
 import { importModel, verifyVault } from '../../src/vault/vault.js';
 import { flipped, manifestFiles, readTar, twoModels } from './bundle-helpers.js';
 import { freshHome, listTree, makeFakeModel, tempDir } from './helpers.js';
+import { runCli } from '../helpers/cli.js';
 
 /**
  * `vault repair --from BUNDLE|URL`: damaged and missing blobs restored from a bundle or a mirror, verified,
@@ -150,29 +150,9 @@ test('bad sources are refused before the vault is read', async () => {
   }
 });
 
-/** Runs `distillery vault …` in-process against `home`, capturing stdout and the exit code. */
-async function cli(home: string, ...args: string[]): Promise<{ out: string; code: number }> {
-  const program = new Command().name('distillery').exitOverride();
-  registerVaultCommands(program);
-  let out = '';
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? ((out += s), true) : ow(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === 'string' ? true : ew(s, ...rest))) as typeof process.stderr.write;
-  const saved = process.env.DISTILLERY_HOME;
-  process.env.DISTILLERY_HOME = home;
-  process.exitCode = undefined;
-  try {
-    await program.parseAsync(['vault', ...args], { from: 'user' });
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-    if (saved === undefined) delete process.env.DISTILLERY_HOME;
-    else process.env.DISTILLERY_HOME = saved;
-  }
-  const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
-  process.exitCode = undefined;
-  return { out, code };
+/** Runs `distillery vault …` in-process against `home` (see runCli). */
+function cli(home: string, ...args: string[]): Promise<{ out: string; code: number }> {
+  return runCli(registerVaultCommands, ['vault', ...args], { home });
 }
 
 test('CLI: vault verify points at repair; vault repair and vault pull print what they did', async () => {
