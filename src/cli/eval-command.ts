@@ -5,14 +5,16 @@ import { evaluateModel, evalCacheDir, checkPassAtK } from '../eval/run.js';
 import { loadTasks } from '../eval/tasks.js';
 import { EVAL_DEFAULT_DECODING } from '../recipes/ssd-config.js';
 import { takeModel } from '../recipes/models.js';
-import { addDecodingOptions, decodingFromFlags, int, intList } from './options.js';
+import { addDecodingOptions, addSamplerOptions, decodingFromFlags, int, intList } from './options.js';
+import { samplerFromFlags } from './sampler-flags.js';
+import { UserError } from '../core/errors.js';
 import { formatPassAt } from './format.js';
 
 export function registerEvalCommand(program: Command): void {
   const cmd = program
     .command('eval')
     .description('Evaluate a model on code tasks: n samples per task, run in a sandbox, pass@k with bootstrap confidence intervals.')
-    .requiredOption('--model <ref>', 'NAME[:VERSION] from the vault, or a model folder')
+    .option('--model <ref>', 'NAME[:VERSION] from the vault, or a model folder (with --sampler http: a label for the server\'s model)')
     .requiredOption('--tasks <file>', 'JSONL, one {"id", "prompt", "tests", "entry_point"} per line')
     .option('--n <n>', 'samples per task', int, 10)
     .option('--k <list>', 'pass@k values, e.g. 1,5', intList, [1])
@@ -20,6 +22,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--json', 'print the result as JSON on stdout')
     .option('-q, --quiet', 'no progress output');
   addDecodingOptions(cmd, '', 'evaluation');
+  addSamplerOptions(cmd, 'evaluation');
   cmd.addHelpText(
     'after',
     `
@@ -27,8 +30,9 @@ Default decoding: T=${EVAL_DEFAULT_DECODING.temperature}, top-k ${EVAL_DEFAULT_D
 The program run for each sample is the task prompt + the completion + the task's tests (see docs/sandbox.md
 for what the sandbox isolates). Generations are cached, so repeating an evaluation is cheap.
 
-Example:
-  distillery eval --model mymodel:2 --tasks tasks.jsonl --n 10 --k 1,5 --temperature 0.2 --stop '\\n\\n'`,
+Examples:
+  distillery eval --model mymodel:2 --tasks tasks.jsonl --n 10 --k 1,5 --temperature 0.2 --stop '\\n\\n'
+  distillery eval --sampler http --endpoint http://127.0.0.1:8000/v1 --tasks tasks.jsonl --n 10   (a vLLM server)`,
   );
   cmd.action(async (opts: Record<string, unknown>) => {
     const decoding = checkDecoding({
@@ -40,12 +44,18 @@ Example:
     const ks = opts.k as number[];
     checkPassAtK(n, ks);
     const tasks = await loadTasks(opts.tasks as string);
-    const model = await takeModel(opts.model as string);
-    await EngineWorker.using(async (worker) => {
+    const viaHttp = opts.sampler === 'http';
+    if (!viaHttp && opts.model === undefined) throw new UserError('--model is required (or --sampler http --endpoint URL to evaluate what a server serves)');
+    const evaluate = async (worker: EngineWorker | undefined) => {
+      // Over HTTP the weights are the server's: no engine starts, and --model only labels the result.
+      const model = worker ? await takeModel(opts.model as string) : { ref: (opts.model as string | undefined) ?? '', dir: '', digest: '' };
+      const { sampler, identity } = await samplerFromFlags(opts, worker ? { worker, dir: model.dir, digest: model.digest } : null);
+      if (!worker && model.ref === '') model.ref = sampler.describe();
       const summary = await evaluateModel({
         worker,
+        sampler,
         modelDir: model.dir,
-        modelDigest: model.digest,
+        modelDigest: identity,
         tasks,
         decoding,
         n,
@@ -62,6 +72,8 @@ Example:
       for (const [k, v] of Object.entries(summary.pass_at_k)) console.log(`  pass@${k}: ${formatPassAt(v)}`);
       console.log(`  outcomes: ${Object.entries(summary.status_counts).map(([s, c]) => `${s} ${c}`).join(', ')}`);
       console.log(`  sandbox: ${summary.sandbox}`);
-    });
+    };
+    if (viaHttp) await evaluate(undefined);
+    else await EngineWorker.using(evaluate);
   });
 }

@@ -51,3 +51,12 @@ export function decodingFromFlags(opts: Record<string, unknown>, prefix = ''): R
   for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
   return out;
 }
+
+/** Sampler flags shared by the commands that generate (eval, ssd); see src/sampling. */
+export function addSamplerOptions(cmd: Command, what: string): Command {
+  return cmd
+    .option('--sampler <backend>', `what generates the ${what} samples: engine (default) or http (any OpenAI-compatible server)`)
+    .option('--endpoint <url>', 'http sampler: the server, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, llama-server, Ollama, LM Studio, distillery serve)')
+    .option('--endpoint-model <name>', 'http sampler: the model name to request (default: the first the server lists)')
+    .option('--concurrency <n>', 'http sampler: requests in flight at once (default 4)', int);
+}

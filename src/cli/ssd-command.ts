@@ -3,7 +3,8 @@ import { EngineWorker } from '../engine/worker.js';
 import { describeDecoding } from '../engine/decoding.js';
 import { resolveSsdConfig, readRecipeFile } from '../recipes/ssd-config.js';
 import { runSsd } from '../recipes/ssd.js';
-import { addDecodingOptions, decodingFromFlags, int, num, intList } from './options.js';
+import { addDecodingOptions, addSamplerOptions, decodingFromFlags, int, num, intList } from './options.js';
+import { checkSamplerFlags, samplerFromFlags } from './sampler-flags.js';
 import { formatPassAt, stderrLog } from './format.js';
 
 export function registerSsdCommand(program: Command): void {
@@ -37,6 +38,7 @@ export function registerSsdCommand(program: Command): void {
     .option('-q, --quiet', 'no progress output');
   addDecodingOptions(cmd, '', 'training-sample');
   addDecodingOptions(cmd, 'eval', 'evaluation');
+  addSamplerOptions(cmd, 'SSD training');
   cmd.addHelpText(
     'after',
     `
@@ -82,7 +84,8 @@ Examples:
     const cfg = resolveSsdConfig(fromFile, flags);
     const quiet = Boolean(opts.quiet);
     await EngineWorker.using(async (worker) => {
-      const result = await runSsd(cfg, { worker, log: stderrLog(quiet), quiet });
+      const sampler = checkSamplerFlags(opts) === 'http' ? (await samplerFromFlags(opts, null)).sampler : undefined;
+      const result = await runSsd(cfg, { worker, sampler, log: stderrLog(quiet), quiet });
       if (opts.json) {
         process.stdout.write(JSON.stringify(result, null, 2) + '\n');
         return;

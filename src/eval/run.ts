@@ -5,8 +5,10 @@ import { writeFileAtomicSync } from '../core/atomic.js';
 import { UserError } from '../core/errors.js';
 import { distilleryHome } from '../core/paths.js';
 import { startProgress } from '../core/progress.js';
-import { runJob, readSamples } from '../engine/job.js';
+import { readSamples } from '../engine/job.js';
 import type { EngineWorker } from '../engine/worker.js';
+import { EngineSampler } from '../sampling/engine.js';
+import type { Sampler } from '../sampling/sampler.js';
 import type { Decoding } from '../engine/decoding.js';
 import { shortHash } from '../runs/run.js';
 import type { CodeTask } from './tasks.js';
@@ -26,7 +28,9 @@ export function checkPassAtK(n: number, ks: readonly number[]): void {
 }
 
 export interface EvalRequest {
-  worker: EngineWorker;
+  /** What generates the samples; default: the engine (`worker`) on `modelDir`. */
+  sampler?: Sampler;
+  worker?: EngineWorker;
   /** Folder of the model to evaluate (Hugging Face layout). */
   modelDir: string;
   /** Identifies the model's weights (vault digest); part of the generation cache key. */
@@ -76,28 +80,18 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
   }
   mkdirSync(dir, { recursive: true });
   const label = req.label ?? 'evaluate';
-  const promptsFile = join(dir, 'prompts.jsonl');
-  writeFileAtomicSync(promptsFile, req.tasks.map((t) => JSON.stringify({ prompt: t.prompt, id: t.id })).join('\n') + '\n');
-
   const genStart = Date.now();
   const total = req.tasks.length * req.n;
   const bar = startProgress(`${label}: generate`, { total, unit: 'samples', quiet: req.quiet });
-  await runJob(
-    req.worker,
-    {
-      type: 'sample',
-      output_dir: dir,
-      model: req.modelDir,
-      prompts: promptsFile,
-      output: 'samples.jsonl',
-      n: req.n,
-      batch_size: req.batchSize ?? 64,
-      ...req.decoding,
-    },
-    (e) => {
-      if (e.type === 'progress' && typeof e.done === 'number') bar.update(e.done);
-    },
-  );
+  if (!req.sampler && !req.worker) throw new Error('evaluateModel needs a sampler or an engine worker');
+  const sampler = req.sampler ?? new EngineSampler(req.worker!, req.modelDir, { batchSize: req.batchSize });
+  await sampler.sample({
+    prompts: req.tasks.map((t) => t.prompt),
+    n: req.n,
+    decoding: req.decoding,
+    outputFile: join(dir, 'samples.jsonl'),
+    onProgress: (done) => bar.update(done),
+  });
   bar.done(`${total} samples`);
   const genSeconds = (Date.now() - genStart) / 1000;
 

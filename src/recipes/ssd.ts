@@ -5,6 +5,8 @@ import { UserError } from '../core/errors.js';
 import { parseJsonlObjects } from '../core/jsonl.js';
 import { startProgress } from '../core/progress.js';
 import { runJob, readSamples } from '../engine/job.js';
+import { EngineSampler } from '../sampling/engine.js';
+import type { Sampler } from '../sampling/sampler.js';
 import type { EngineWorker } from '../engine/worker.js';
 import { evaluateBeforeAfter, evalCacheDir, type EvalSummary } from '../eval/run.js';
 import { loadTasks } from '../eval/tasks.js';
@@ -27,6 +29,9 @@ export interface SsdResult {
 
 export interface SsdHooks {
   worker: EngineWorker;
+  /** What draws the SSD samples; default: the engine on the base model. (Evaluation always uses the engine:
+   *  the distilled model exists only locally.) */
+  sampler?: Sampler;
   log: (line: string) => void;
   quiet?: boolean;
   home?: string;
@@ -67,7 +72,12 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
   const prompts = readPrompts(cfg.prompts);
   const tasks = cfg.eval ? await loadTasks(cfg.eval.tasks) : null;
   // The run is keyed by the resolved parent (its digest), not the ref text, so "m" and "m:1" share a run.
-  const runKey = { ...cfg, model: base.digest, prompts: resolve(cfg.prompts), promptsCount: prompts.length };
+  const sampler = hooks.sampler ?? new EngineSampler(hooks.worker, base.dir);
+  const runKey = {
+    ...cfg, model: base.digest, prompts: resolve(cfg.prompts), promptsCount: prompts.length,
+    // Samples from a server are a different run from the engine's (the run key keeps them apart).
+    ...(sampler.kind === 'engine' ? {} : { sampler: sampler.identity() }),
+  };
   const { run, resumed } = Run.openOrCreate('ssd', runKey, hooks.home);
   hooks.log(`${resumed ? 'resuming' : 'starting'} run ${run.id} (${run.dir})`);
   writeFileAtomicSync(run.path('recipe.json'), JSON.stringify(cfg, null, 2) + '\n');
@@ -80,12 +90,12 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
       `sample: ${total} completions from the frozen base at T=${cfg.sampling.temperature}, top-k ${cfg.sampling.top_k}, ` +
         `top-p ${cfg.sampling.top_p}; chat template ${cfg.sampling.chat_template ? 'on' : 'off'}`,
     );
+    if (sampler.kind !== 'engine') hooks.log(`sample: through ${sampler.describe()} (it must serve ${base.ref})`);
     const bar = startProgress('sample', { total, unit: 'samples', quiet: hooks.quiet });
-    const done = await runJob(
-      hooks.worker,
-      { type: 'sample', output_dir: dir, model: base.dir, prompts: run.path('prompts.jsonl'), output: 'samples.jsonl', batch_size: 64, ...cfg.sampling },
-      (e) => e.type === 'progress' && typeof e.done === 'number' && bar.update(e.done),
-    );
+    const { n, ...decoding } = cfg.sampling;
+    const done = await sampler.sample({
+      prompts: prompts.map((p) => p.prompt), n, decoding, outputFile: join(dir, 'samples.jsonl'), onProgress: (d) => bar.update(d),
+    });
     bar.done(`${total} samples`);
     return { count: done.count, seconds: done.seconds };
   });
