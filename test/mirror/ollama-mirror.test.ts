@@ -5,7 +5,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { kv } from '../../src/formats/gguf.js';
 import { startMirror, type MirrorHandle } from '../../src/mirror/server.js';
-import { templateFor } from '../../src/mirror/ollama-api.js';
+import { templateFor } from '../../src/formats/chat-families.js';
 import { importFrom, type Manifest } from '../../src/vault/vault.js';
 import { freshHome, tempDir } from '../vault/helpers.js';
 import { makeOllamaFolder, writeTinyGguf } from '../vault/source-fixtures.js';
