@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -489,3 +490,255 @@ def generate(
         if on_batch is not None:
             on_batch(len(results), total)
     return sorted(results, key=lambda c: (c.prompt_index, c.sample_index))
+
+
+# ----------------------------------------------------------------------------------------------- one streamed completion
+#
+# `distillery serve` answers one request at a time per completion: a single row, its text handed out as it
+# grows, and optionally the log-probabilities of each token and of its most likely alternatives. The decoding
+# rules are those above (same sampler, same per-row generator: seed s here samples what `generate` samples for
+# prompt 0, sample 0 with seed s). Log-probabilities are the model's own distribution (raw logits, before
+# temperature and filtering), as OpenAI-compatible servers report them.
+
+
+class Cancelled(Exception):
+    """The client went away; the completion was abandoned."""
+
+
+class IncrementalDecoder:
+    """The text each new token adds, never half a character.
+
+    Decodes a short window (the tokens since the last text was read, plus the ones before that) instead of the
+    whole completion, and compares it with the same window minus the new tokens. A token that ends in the
+    middle of a UTF-8 character (byte-fallback pieces, byte-level BPE) adds no text until the character is
+    complete. Concatenating what `push` and `flush` return gives the completion's text.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int]) -> None:
+        self.tokenizer = tokenizer
+        self.ids = list(prompt_ids[-_CONTEXT_TOKENS:])
+        self.prefix = 0
+        self.read = len(self.ids)
+        self.window = 0
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def _added(self, window: Sequence[int], extra: Sequence[int]) -> str:
+        before = self._decode(window)
+        after = self._decode([*window, *extra])
+        return after[len(before):] if len(after) > len(before) else ""
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        self.window = self.prefix  # where the window that decoded this token starts (for alternative())
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before):]
+        return ""
+
+    def alternative(self, token: int) -> str:
+        """The text `token` would have added in place of the last pushed one (for top log-probs)."""
+        return self._added(self.ids[self.window : -1], [token])
+
+    def flush(self) -> str:
+        """Text still held back at the end (a character left incomplete is decoded as it stands)."""
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return after[len(before):] if len(after) > len(before) else ""
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of `text` could be the start of a stop string (so must not be sent yet)."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
+
+
+def _finite(logprob: float) -> float:
+    """-inf (a token the model rules out) as OpenAI writes it: -9999."""
+    return max(logprob, LOGPROB_FLOOR)
+
+
+LOGPROB_FLOOR = -9999.0
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _token_bytes(tokenizer: PreTrainedTokenizerBase, token: int, text: str) -> list[int] | None:
+    if text and "\ufffd" not in text:
+        return list(text.encode("utf-8"))
+    piece = tokenizer.convert_ids_to_tokens(token)
+    match = _BYTE_PIECE.fullmatch(piece) if isinstance(piece, str) else None
+    return [int(match.group(1), 16)] if match else None
+
+
+@dataclass
+class StreamedCompletion:
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    # One entry per token whose text is part of `text` (the EOS token and tokens after a stop cut are not):
+    # {"token", "logprob", "bytes", "top": [{"token", "logprob", "bytes"}, ...]}. None when not asked for.
+    logprobs: list[dict[str, Any]] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Release:
+    """What of the text and the log-prob entries may be handed out: never text that might be a stop's start."""
+
+    def __init__(self, stops: Sequence[str], on_delta: Callable[[str, list[dict[str, Any]]], None] | None) -> None:
+        self.stops = stops
+        self.on_delta = on_delta
+        self.text = ""
+        self.sent = 0
+        self.pending: list[dict[str, Any]] = []
+        self.released: list[dict[str, Any]] = []
+
+    def add(self, delta: str, entry: dict[str, Any] | None) -> None:
+        start = len(self.text)
+        self.text += delta
+        if entry is not None:
+            entry["_span"] = (start, len(self.text))
+            self.pending.append(entry)
+
+    def find_stop(self, since: int) -> int | None:
+        """Index of a stop string that ends after position `since`, if any."""
+        if not self.stops:
+            return None
+        longest = max(len(s) for s in self.stops)
+        offset = max(0, since - longest + 1)
+        cut = find_stop(self.text[offset:], self.stops)
+        return None if cut is None else offset + cut
+
+    def step(self) -> None:
+        self._release(len(self.text) - held_back(self.text, self.stops), final=False)
+
+    def finish(self, end: int) -> None:
+        self.text = self.text[:end]
+        self._release(end, final=True)
+
+    def _release(self, upto: int, final: bool) -> None:
+        entries = []
+        while self.pending:
+            start, end = self.pending[0]["_span"]
+            if end <= upto or (final and start < upto):
+                entries.append(self._public(self.pending.pop(0)))
+            else:
+                break
+        if final:
+            self.pending.clear()
+        text = self.text[self.sent : upto] if upto > self.sent else ""
+        self.sent = max(self.sent, upto)
+        self.released.extend(entries)
+        if self.on_delta is not None and (text or entries):
+            self.on_delta(text, entries)
+
+    @staticmethod
+    def _public(entry: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in entry.items() if k != "_span"}
+
+
+@torch.inference_mode()
+def stream_completion(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[int],
+    params: SamplingParams,
+    top_logprobs: int | None = None,
+    on_delta: Callable[[str, list[dict[str, Any]]], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> StreamedCompletion:
+    """Generate one completion of `prompt_ids`, calling `on_delta(text, logprob_entries)` as it grows.
+
+    `params.n` must be 1. `top_logprobs` None: no log-probs; k >= 0: each token's log-prob and its k most likely
+    alternatives. Text that could be the start of a stop string is held back until it is known not to be, so
+    the deltas concatenate to exactly the returned text. `cancelled()` is polled every token; when it returns
+    true, Cancelled is raised.
+    """
+    if params.n != 1:
+        raise ValueError("stream_completion makes one completion (n must be 1)")
+    prompt_ids = list(prompt_ids)
+    if not prompt_ids:
+        raise ValueError("the prompt encodes to no tokens, so there is nothing to condition on")
+    max_positions = context_length(model)
+    if max_positions is not None and len(prompt_ids) >= max_positions:
+        raise ValueError(
+            f"the prompt is {len(prompt_ids)} tokens; the model's context is {max_positions} tokens"
+        )
+    device = _model_device(model)
+    eos_ids = frozenset(eos_token_ids(model, tokenizer))
+    generator = None if params.temperature == 0 else row_generator(params.seed, 0, 0)
+    decoder = IncrementalDecoder(tokenizer, prompt_ids)
+    release = _Release(params.stop, on_delta)
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+
+    cache = None
+    step_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    generated = 0
+    finish: FinishReason | None = None
+    cut: int | None = None
+    while finish is None:
+        if cancelled is not None and cancelled():
+            raise Cancelled("the request was cancelled")
+        out = model(input_ids=step_ids, past_key_values=cache, use_cache=True, **extra)
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        token = int(next_tokens(logits, params, [generator]).item())
+        generated += 1
+        if token in eos_ids:
+            finish = "eos"
+            break
+        start = len(release.text)
+        delta = decoder.push(token)
+        entry = None
+        if top_logprobs is not None:
+            logprobs = torch.log_softmax(logits[0], dim=-1)
+            top: list[dict[str, Any]] = []
+            if top_logprobs > 0:
+                values, indices = torch.topk(logprobs, min(top_logprobs, logprobs.shape[-1]))
+                for value, index in zip(values.tolist(), indices.tolist()):
+                    alt = delta if index == token else decoder.alternative(index)
+                    top.append({"token": alt, "logprob": _finite(value), "bytes": _token_bytes(tokenizer, index, alt)})
+            entry = {
+                "token": delta,
+                "logprob": _finite(float(logprobs[token])),
+                "bytes": _token_bytes(tokenizer, token, delta),
+                "top": top,
+            }
+        release.add(delta, entry)
+        cut = release.find_stop(start)
+        if cut is not None:
+            finish = "stop"
+            break
+        total = len(prompt_ids) + generated
+        if generated >= params.max_tokens or (max_positions is not None and total >= max_positions):
+            finish = "length"
+            break
+        release.step()
+        step_ids = torch.tensor([[token]], dtype=torch.long, device=device)
+
+    if finish != "stop":
+        # A character left incomplete at the very end; it may complete a stop string too.
+        start = len(release.text)
+        release.add(decoder.flush(), None)
+        cut = release.find_stop(start)
+        if cut is not None:
+            finish = "stop"
+    release.finish(cut if cut is not None else len(release.text))
+    return StreamedCompletion(
+        text=release.text,
+        finish_reason=finish,
+        prompt_tokens=len(prompt_ids),
+        completion_tokens=generated,
+        logprobs=release.released if top_logprobs is not None else None,
+    )

@@ -5,9 +5,14 @@
     error   : {"id": 7, "error": {"type": "ValueError", "message": "...", "traceback": "..."}}
     event   : {"id": 7, "event": {"type": "progress", ...}}      (zero or more before the result)
 
-Methods: health, load, generate, score, run_job, shutdown (docs/architecture.md). Requests are served one at a
-time, in order. A failed request becomes an error response and the worker keeps serving; a line that is not a
-JSON request gets an error with id null. EOF on stdin, or `shutdown`, exits 0.
+Methods: health, load, generate, score, run_job, shutdown (docs/architecture.md), and for `distillery serve`:
+complete (one completion, streamed as `delta` events, optionally with log-probs) and cancel. Requests are
+served one at a time, in order. A failed request becomes an error response and the worker keeps serving; a
+line that is not a JSON request gets an error with id null. EOF on stdin, or `shutdown`, exits 0.
+
+stdin is read on a thread, so that a `cancel` request ({"key": K}) takes effect at once: a running `complete`
+whose params carried the same "cancel_key" stops at its next token with a `Cancelled` error. The cancel request
+itself is then answered in its turn, like any other.
 
 stdout carries protocol lines only. At start-up the real stdout is duplicated for the protocol and file
 descriptor 1 is pointed at stderr, so stray prints, from Python or from native code, land in the log instead
@@ -21,7 +26,9 @@ import json
 import os
 import platform
 import signal
+import queue
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from importlib.metadata import version
@@ -56,15 +63,19 @@ def _params(params: dict[str, Any], allowed: set[str], required: frozenset[str] 
 class Worker:
     """Holds at most one loaded model and answers requests against it."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancelled: set[str] | None = None) -> None:
         self.model: Any = None
         self.tokenizer: Any = None
+        # Cancel keys seen on stdin (added by the reader thread, possibly while a request runs).
+        self.cancelled: set[str] = cancelled if cancelled is not None else set()
         self.handlers: dict[str, Handler] = {
             "health": self.health,
             "load": self.load,
             "generate": self.generate,
             "score": self.score,
             "run_job": self.run_job,
+            "complete": self.complete,
+            "cancel": self.cancel,
         }
 
     def _loaded(self) -> None:
@@ -160,6 +171,63 @@ class Worker:
         scores = score(self.model, self.tokenizer, pairs, chat_template=chat_template, batch_size=batch_size)
         return {"scores": [s.to_dict() for s in scores]}
 
+    def complete(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """One completion for the server: `prompt` (text) or `prompt_ids`, the decoding options, `logprobs`
+        (null, or how many alternatives per token), `stream` (emit {"type": "delta", "text", "logprobs"} events).
+        `add_special_tokens` (default true) is for text prompts: false when a chat template already wrote them."""
+        from .generate import SamplingParams, stream_completion
+
+        self._loaded()
+        sampling_keys = {"temperature", "top_k", "top_p", "min_p", "seed", "max_tokens", "stop"}
+        _params(params, sampling_keys | {"prompt", "prompt_ids", "add_special_tokens", "logprobs", "stream", "cancel_key"})
+        if ("prompt" in params) == ("prompt_ids" in params):
+            raise ValueError("pass exactly one of \"prompt\" (text) and \"prompt_ids\" (token ids)")
+        if "prompt" in params:
+            if not isinstance(params["prompt"], str):
+                raise ValueError("\"prompt\" must be a string")
+            add_special = params.get("add_special_tokens", True)
+            if not isinstance(add_special, bool):
+                raise ValueError("\"add_special_tokens\" must be true or false")
+            prompt_ids = list(self.tokenizer(params["prompt"], add_special_tokens=add_special)["input_ids"])
+        else:
+            prompt_ids = params["prompt_ids"]
+            vocab = self.model.get_output_embeddings()
+            size = vocab.weight.shape[0] if vocab is not None else self.model.config.vocab_size
+            if not isinstance(prompt_ids, list) or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < size for t in prompt_ids
+            ):
+                raise ValueError(f"\"prompt_ids\" must be a list of token ids from 0 to {size - 1}")
+        top = params.get("logprobs")
+        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 0):
+            raise ValueError("\"logprobs\" must be null or a whole number >= 0")
+        sampling = SamplingParams.from_dict({k: params[k] for k in sampling_keys if k in params})
+        key = params.get("cancel_key")
+
+        def on_delta(text: str, entries: list[dict[str, Any]]) -> None:
+            emit({"type": "delta", "text": text, "logprobs": entries if top is not None else None})
+
+        try:
+            result = stream_completion(
+                self.model,
+                self.tokenizer,
+                prompt_ids,
+                sampling,
+                top_logprobs=top,
+                on_delta=on_delta if params.get("stream") else None,
+                cancelled=(lambda: key in self.cancelled) if isinstance(key, str) else None,
+            )
+        finally:
+            if isinstance(key, str):
+                self.cancelled.discard(key)
+        return result.to_dict()
+
+    def cancel(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        # The reader thread already recorded the key when the line arrived; by now the completion it named has
+        # stopped or finished. Forget the key so the set does not grow.
+        _params(params, {"key"}, {"key"})
+        self.cancelled.discard(params["key"])
+        return {"ok": True}
+
     def run_job(self, params: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         from .jobs import run_job
 
@@ -175,16 +243,49 @@ def _error(exc: BaseException) -> dict[str, str]:
     }
 
 
+def _cancel_key(line: str) -> str | None:
+    """The key of a `cancel` request line, else None (cheap for every other line)."""
+    if '"cancel"' not in line:
+        return None
+    try:
+        request = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(request, dict) or request.get("method") != "cancel":
+        return None
+    params = request.get("params")
+    key = params.get("key") if isinstance(params, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _read_lines(stdin: TextIO, lines: queue.Queue[str], cancelled: set[str]) -> None:
+    """Reader thread: queue every line for the main loop, noting cancel keys as soon as they arrive."""
+    try:
+        while True:
+            line = stdin.readline()
+            if not line:
+                break
+            key = _cancel_key(line)
+            if key is not None:
+                cancelled.add(key)
+            lines.put(line)
+    finally:
+        lines.put("")  # EOF (or a read error): the main loop ends
+
+
 def serve(stdin: TextIO, out: TextIO) -> int:
     """Answer requests from `stdin` on `out` until shutdown or EOF; returns the exit code."""
-    worker = Worker()
+    cancelled: set[str] = set()
+    worker = Worker(cancelled)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(stdin, lines, cancelled), daemon=True, name="stdin").start()
 
     def send(message: dict[str, Any]) -> None:
         out.write(dumps(message) + "\n")
         out.flush()
 
     while True:
-        line = stdin.readline()
+        line = lines.get()
         if not line:
             return 0  # EOF: the client is gone
         if not line.strip():

@@ -7,6 +7,8 @@ import { registerOnPolicyCommands } from './onpolicy-commands.js';
 import { registerEvalCommand } from './eval-command.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerMirrorCommand } from './mirror-command.js';
+import { registerExportCommand } from './export-command.js';
+import { registerServeCommand } from './serve-command.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -24,6 +26,8 @@ export function buildProgram(): Command {
   registerSsdCommand(program);
   registerOnPolicyCommands(program);
   registerEvalCommand(program);
+  registerExportCommand(program);
+  registerServeCommand(program);
   registerMirrorCommand(program);
   registerDoctorCommand(program);
   program.addHelpText(
@@ -32,6 +36,8 @@ export function buildProgram(): Command {
 Start here:
   distillery demo            the whole loop on a tiny model, on a CPU, in a few minutes
   distillery vault --help    keep models safe: import, verify, bundles, lineage tree, gc
+  distillery export --help   a model to GGUF for llama.cpp, Ollama (--for ollama) and LM Studio (--for lmstudio)
+  distillery serve --model NAME   an OpenAI-compatible API for vault models (engine or llama.cpp)
   distillery mirror          serve the vault to hf download, llama.cpp -hf, ollama pull and other vaults
   distillery ssd --help      self-distil a model on its own samples
   distillery sdft --help     learn from demonstrations on-policy (also: opsd, distill)`,

@@ -784,6 +784,15 @@ export function checkGgufSplitHeaders(parts: readonly { file: string; header: Gg
 // ---------------------------------------------------------------------------------------------------------
 // Writer
 
+/** A tensor of a GGUF file being written, without its data (see writeGgufStream). */
+export interface GgufTensorDecl {
+  name: string;
+  /** ggml type name ("F32", "Q4_K", …) or id. */
+  type: string | number;
+  /** GGUF order: dims[0] varies fastest (the reverse of a numpy/torch shape). */
+  dims: number[];
+}
+
 export interface GgufTensorSpec {
   name: string;
   /** ggml type name ("F32", "Q4_K", …) or id. */
@@ -901,14 +910,14 @@ function writeScalar(w: ByteWriter, type: GgufValueType, value: unknown, where: 
   }
 }
 
-interface PlannedTensor {
-  spec: GgufTensorSpec;
+interface PlannedTensor<T extends GgufTensorDecl = GgufTensorSpec> {
+  spec: T;
   offset: number;
   bytes: number;
 }
 
 /** Encodes the header (through the padding before the data) and plans where each tensor's data goes. */
-function planGguf(spec: GgufWriteSpec): { header: Uint8Array; tensors: PlannedTensor[]; alignment: number } {
+function planGguf<T extends GgufTensorDecl>(spec: { metadata: GgufKV[]; tensors: T[]; alignment?: number; version?: 2 | 3 }): { header: Uint8Array; tensors: PlannedTensor<T>[]; alignment: number } {
   const metadata = [...spec.metadata];
   const keys = new Set<string>();
   for (const m of metadata) {
@@ -936,7 +945,7 @@ function planGguf(spec: GgufWriteSpec): { header: Uint8Array; tensors: PlannedTe
     w.u32(GGUF_VALUE_TYPE_IDS[m.type]);
     writeScalar(w, m.type, m.value, `metadata ${JSON.stringify(m.key)}`);
   }
-  const planned: PlannedTensor[] = [];
+  const planned: PlannedTensor<T>[] = [];
   const names = new Set<string>();
   let offset = 0;
   for (const t of spec.tensors) {
@@ -952,7 +961,8 @@ function planGguf(spec: GgufWriteSpec): { header: Uint8Array; tensors: PlannedTe
       throw new UserError(`${where}: first dimension ${t.dims[0]} is not a multiple of the ${type.name} block size ${type.blockSize}`);
     }
     const bytes = ggmlTensorBytes(type, t.dims);
-    if (t.data.length !== bytes) throw new UserError(`${where}: ${type.name} ${JSON.stringify(t.dims)} takes ${bytes} bytes but ${t.data.length} were given`);
+    const data = (t as Partial<GgufTensorSpec>).data;
+    if (data !== undefined && data.length !== bytes) throw new UserError(`${where}: ${type.name} ${JSON.stringify(t.dims)} takes ${bytes} bytes but ${data.length} were given`);
     w.string(t.name);
     w.u32(t.dims.length);
     for (const d of t.dims) w.u64(BigInt(d));
@@ -1003,6 +1013,87 @@ export async function writeGguf(path: string, spec: GgufWriteSpec): Promise<{ by
       const pad = (alignment - (t.bytes % alignment)) % alignment;
       if (pad) await write(zeros.subarray(0, pad));
     }
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, path);
+    done = true;
+    await fsyncDir(dirname(path));
+    return { bytes: pos, dataOffset: header.length };
+  } finally {
+    if (!done) {
+      await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
+}
+
+export interface GgufStreamSpec<T extends GgufTensorDecl = GgufTensorDecl> {
+  metadata: GgufKV[];
+  /** Written in this order; each one's data comes from `produce`. */
+  tensors: T[];
+  alignment?: number;
+  version?: 2 | 3;
+}
+
+/** Buffered writes of at least this many bytes each. */
+const STREAM_BUFFER = 4 * 1024 * 1024;
+
+/**
+ * Writes a GGUF file whose tensor data is produced one tensor at a time, so a model larger than memory can be
+ * written: `produce(tensor, write)` is called for each tensor in order and must pass exactly that tensor's
+ * bytes (ggmlTensorBytes) to `write`, in as many chunks as it likes. Like writeGguf, the file is written
+ * beside `path` and renamed into place only when complete.
+ */
+export async function writeGgufStream<T extends GgufTensorDecl>(
+  path: string,
+  spec: GgufStreamSpec<T>,
+  produce: (tensor: T, write: (chunk: Uint8Array) => Promise<void>) => Promise<void>,
+): Promise<{ bytes: number; dataOffset: number }> {
+  const { header, tensors, alignment } = planGguf(spec);
+  const tmp = tempPathFor(path);
+  const fh = await open(tmp, 'wx', 0o644);
+  let done = false;
+  try {
+    let pos = 0;
+    let buf: Uint8Array = new Uint8Array(STREAM_BUFFER);
+    let fill = 0;
+    const flush = async () => {
+      let off = 0;
+      while (off < fill) {
+        const { bytesWritten } = await fh.write(buf, off, fill - off, pos + off);
+        off += bytesWritten;
+      }
+      pos += fill;
+      fill = 0;
+    };
+    const put = async (b: Uint8Array) => {
+      if (fill + b.length > buf.length) await flush();
+      if (b.length >= buf.length) {
+        // Large chunks go straight to the file (the buffer is empty after the flush above).
+        const saved = buf;
+        buf = b;
+        fill = b.length;
+        await flush();
+        buf = saved;
+        return;
+      }
+      buf.set(b, fill);
+      fill += b.length;
+    };
+    await put(header);
+    const zeros = new Uint8Array(alignment);
+    for (const t of tensors) {
+      let got = 0;
+      await produce(t.spec, async (chunk) => {
+        got += chunk.length;
+        if (got > t.bytes) throw new Error(`GGUF tensor ${JSON.stringify(t.spec.name)}: more than its ${t.bytes} bytes were written`);
+        await put(chunk);
+      });
+      if (got !== t.bytes) throw new Error(`GGUF tensor ${JSON.stringify(t.spec.name)}: ${got} of its ${t.bytes} bytes were written`);
+      const pad = (alignment - (t.bytes % alignment)) % alignment;
+      if (pad) await put(zeros.subarray(0, pad));
+    }
+    await flush();
     await fh.sync();
     await fh.close();
     await rename(tmp, path);
