@@ -49,7 +49,7 @@ Examples:
     const evaluate = async (worker: EngineWorker | undefined) => {
       // Over HTTP the weights are the server's: no engine starts, and --model only labels the result.
       const model = worker ? await takeModel(opts.model as string) : { ref: (opts.model as string | undefined) ?? '', dir: '', digest: '' };
-      const { sampler, identity } = await samplerFromFlags(opts, worker ? { worker, dir: model.dir, digest: model.digest } : null);
+      const { sampler, identity } = await samplerFromFlags(opts, worker ? { worker, dir: model.dir, digest: model.digest, ref: model.ref } : null);
       if (!worker && model.ref === '') model.ref = sampler.describe();
       const summary = await evaluateModel({
         worker,

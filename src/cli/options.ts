@@ -55,8 +55,9 @@ export function decodingFromFlags(opts: Record<string, unknown>, prefix = ''): R
 /** Sampler flags shared by the commands that generate (eval, ssd); see src/sampling. */
 export function addSamplerOptions(cmd: Command, what: string): Command {
   return cmd
-    .option('--sampler <backend>', `what generates the ${what} samples: engine (default) or http (any OpenAI-compatible server)`)
+    .option('--sampler <backend>', `what generates the ${what} samples: engine (default), llama (llama.cpp on the model's GGUF export) or http (any OpenAI-compatible server)`)
+    .option('--gguf <ref>', 'llama sampler: the GGUF model to sample (default: the model itself if GGUF, else its newest GGUF export)')
     .option('--endpoint <url>', 'http sampler: the server, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, llama-server, Ollama, LM Studio, distillery serve)')
     .option('--endpoint-model <name>', 'http sampler: the model name to request (default: the first the server lists)')
-    .option('--concurrency <n>', 'http sampler: requests in flight at once (default 4)', int);
+    .option('--concurrency <n>', 'http sampler: requests in flight (default 4); llama: sequences decoded at once (default 2)', int);
 }

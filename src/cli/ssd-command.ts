@@ -84,7 +84,9 @@ Examples:
     const cfg = resolveSsdConfig(fromFile, flags);
     const quiet = Boolean(opts.quiet);
     await EngineWorker.using(async (worker) => {
-      const sampler = checkSamplerFlags(opts) === 'http' ? (await samplerFromFlags(opts, null)).sampler : undefined;
+      const kind = checkSamplerFlags(opts);
+      // The engine default needs nothing more; llama samples the base's GGUF export, http a server.
+      const sampler = kind === 'engine' ? undefined : (await samplerFromFlags(opts, { worker, dir: '', digest: '', ref: cfg.model })).sampler;
       const result = await runSsd(cfg, { worker, sampler, log: stderrLog(quiet), quiet });
       if (opts.json) {
         process.stdout.write(JSON.stringify(result, null, 2) + '\n');

@@ -1,6 +1,6 @@
 import { UserError } from '../core/errors.js';
 import type { Decoding } from '../engine/decoding.js';
-import { promptsDigest, SamplesFile } from './samples-file.js';
+import { drawMissing } from './samples-file.js';
 import type { SampleRequest, SampleResult, Sampler } from './sampler.js';
 
 /**
@@ -95,39 +95,8 @@ export class HttpSampler implements Sampler {
   }
 
   async sample(req: SampleRequest): Promise<SampleResult> {
-    const start = Date.now();
     const model = await this.resolveModel();
-    const total = req.prompts.length * req.n;
-    const file = SamplesFile.open(req.outputFile, {
-      ...this.identity(), model, n: req.n, decoding: req.decoding, prompts: promptsDigest(req.prompts), prompt_count: req.prompts.length,
-    });
-    const resumed = file.done.size;
-    const todo: Array<[number, number]> = [];
-    for (let p = 0; p < req.prompts.length; p++) for (let s = 0; s < req.n; s++) if (!file.has(p, s)) todo.push([p, s]);
-    let done = resumed;
-    req.onProgress?.(done, total);
-    let next = 0;
-    let failure: Error | null = null;
-    const workerLoop = async () => {
-      while (failure === null && next < todo.length) {
-        const [p, s] = todo[next++]!;
-        try {
-          const r = await this.one(model, req.prompts[p]!, req.decoding, req.decoding.seed + p * req.n + s);
-          if (failure !== null) return;
-          file.append({ prompt_index: p, sample_index: s, completion: r.text, finish_reason: r.finish });
-          req.onProgress?.(++done, total);
-        } catch (e) {
-          failure ??= e as Error;
-        }
-      }
-    };
-    try {
-      await Promise.all(Array.from({ length: Math.min(this.concurrency, Math.max(1, todo.length)) }, workerLoop));
-    } finally {
-      file.close(total);
-    }
-    if (failure !== null) throw failure;
-    return { count: total, seconds: (Date.now() - start) / 1000, resumed };
+    return drawMissing(req, { ...this.identity(), model }, this.concurrency, async (prompt, seed) => this.one(model, prompt, req.decoding, seed));
   }
 
   private async one(model: string, prompt: string, d: Decoding, seed: number): Promise<{ text: string; finish: string }> {

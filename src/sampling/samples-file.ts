@@ -2,6 +2,7 @@ import { closeSync, existsSync, fsyncSync, openSync, readFileSync, truncateSync,
 import { UserError } from '../core/errors.js';
 import { writeFileAtomicSync } from '../core/atomic.js';
 import { sha256Hex } from '../core/hash.js';
+import type { SampleRequest, SampleResult } from './sampler.js';
 
 /**
  * The samples file of the backends that run in this process (HTTP, llama.cpp): records are appended and
@@ -96,4 +97,57 @@ function diffKeys(a: string, b: string): string {
 /** Identifies a prompt list in params files without storing the prompts twice. */
 export function promptsDigest(prompts: string[]): string {
   return sha256Hex(JSON.stringify(prompts));
+}
+
+/**
+ * The loop shared by the in-process backends: opens the samples file (checking `identity` and the request
+ * against an earlier run), draws every missing (prompt, sample) pair with at most `concurrency` in flight,
+ * appending each as it finishes, and stops at the first failure (what was drawn stays for a resume).
+ * `draw` gets the sample's own seed: decoding.seed + its position, so a resumed run draws the same samples.
+ */
+export async function drawMissing(
+  req: SampleRequest,
+  identity: Record<string, unknown>,
+  concurrency: number,
+  draw: (prompt: string, seed: number) => Promise<{ text: string; finish: string }>,
+): Promise<SampleResult> {
+  const start = Date.now();
+  const total = req.prompts.length * req.n;
+  const file = SamplesFile.open(req.outputFile, {
+    ...identity, n: req.n, decoding: req.decoding, prompts: promptsDigest(req.prompts), prompt_count: req.prompts.length,
+  });
+  const resumed = file.done.size;
+  const todo: Array<[number, number]> = [];
+  for (let p = 0; p < req.prompts.length; p++) for (let s = 0; s < req.n; s++) if (!file.has(p, s)) todo.push([p, s]);
+  let done = resumed;
+  req.onProgress?.(done, total);
+  let next = 0;
+  const failed: { error: Error | null } = { error: null };
+  const loop = async () => {
+    while (failed.error === null && next < todo.length) {
+      const [p, s] = todo[next++]!;
+      try {
+        const r = await draw(req.prompts[p]!, req.decoding.seed + p * req.n + s);
+        if (failed.error !== null) return;
+        file.append({ prompt_index: p, sample_index: s, completion: r.text, finish_reason: r.finish });
+        req.onProgress?.(++done, total);
+      } catch (e) {
+        failed.error ??= e as Error;
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(Math.max(1, concurrency), Math.max(1, todo.length)) }, loop));
+  } finally {
+    file.close(total);
+  }
+  if (failed.error !== null) throw failed.error;
+  return { count: total, seconds: (Date.now() - start) / 1000, resumed };
+}
+
+/** Whether any pair of `req` is still missing from its samples file (without opening it for writing). */
+export function anyMissing(req: SampleRequest): boolean {
+  if (!existsSync(req.outputFile)) return true;
+  const lines = readFileSync(req.outputFile, 'utf8').split('\n').filter((l) => l.endsWith('}'));
+  return lines.length < req.prompts.length * req.n;
 }

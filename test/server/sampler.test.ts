@@ -9,7 +9,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Decoding } from '../../src/engine/decoding.js';
 import { HttpSampler } from '../../src/sampling/http.js';
-import { importFrom } from '../../src/vault/vault.js';
+import { importFrom, importModel } from '../../src/vault/vault.js';
+import { LlamaSampler } from '../../src/sampling/llama.js';
+import { ggufFor } from '../../src/cli/sampler-flags.js';
+import { exportToVault } from '../../src/cli/export-command.js';
 import { tempDir } from '../vault/helpers.js';
 import { GOLDEN, GOLDEN_TOKENS, ggufFolder, PROMPT, serve, specs, stories260kDir, STORIES_MISSING, type TestServer } from './helpers.js';
 
@@ -51,4 +54,20 @@ test('greedy samples through distillery serve equal the known text; seeded sampl
   const resumed = await sampler.sample({ prompts: [PROMPT], n: 3, decoding: warm, outputFile: b });
   assert.equal(resumed.resumed, 1);
   assert.deepEqual(lines(b), lines(a));
+});
+
+test('the llama.cpp sampler on a vault GGUF: greedy text; --sampler llama finds the newest GGUF export of a model', { skip, timeout: 120_000 }, async () => {
+  const home = tempDir('distillery-llama-sampler-');
+  await importModel(storiesDir!, { name: 'stories' }, home);
+  await assert.rejects(async () => ggufFor('stories', undefined, home), /needs a GGUF of stories, and the vault has none/);
+  await exportToVault('stories', { type: 'f32' }, home);
+  const gguf = ggufFor('stories', undefined, home);
+  assert.equal(gguf, 'stories-gguf-f32:1');
+  assert.equal(ggufFor('stories-gguf-f32', undefined, home), 'stories-gguf-f32', 'a GGUF model samples itself');
+  const out = join(tempDir(), 'llama.jsonl');
+  const r = await new LlamaSampler(gguf, { home, threads: 1 }).sample({ prompts: [PROMPT, PROMPT], n: 1, decoding: greedy, outputFile: out });
+  assert.deepEqual([r.count, r.resumed], [2, 0]);
+  assert.deepEqual(lines(out).map((l) => l.completion), [GOLDEN, GOLDEN]);
+  const again = await new LlamaSampler(gguf, { home }).sample({ prompts: [PROMPT, PROMPT], n: 1, decoding: greedy, outputFile: out });
+  assert.equal(again.resumed, 2, 'nothing left to draw: the model is not even loaded');
 });
