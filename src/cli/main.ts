@@ -9,6 +9,7 @@ import { registerDoctorCommand } from './doctor-command.js';
 import { registerMirrorCommand } from './mirror-command.js';
 import { registerExportCommand } from './export-command.js';
 import { registerServeCommand } from './serve-command.js';
+import { registerReportCommand } from './report-command.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerSsdCommand(program);
   registerOnPolicyCommands(program);
   registerEvalCommand(program);
+  registerReportCommand(program);
   registerExportCommand(program);
   registerServeCommand(program);
   registerMirrorCommand(program);

@@ -11,6 +11,7 @@ import { EngineSampler } from '../sampling/engine.js';
 import type { Sampler } from '../sampling/sampler.js';
 import type { Decoding } from '../engine/decoding.js';
 import { shortHash } from '../runs/run.js';
+import { HARNESS_VERSION } from './version.js';
 import type { CodeTask } from './tasks.js';
 import { scoreCompletions, type ScoreResult } from './score.js';
 
@@ -56,7 +57,11 @@ export interface EvalSummary {
   pass_at_k: Record<string, { value: number; ci: [number, number] }>;
   status_counts: Record<string, number>;
   sandbox: string;
-  per_task: { id: string; n: number; correct: number }[];
+  /** Per task: samples, passes, and each sample's sandbox status in sample order (the paired tests use them). */
+  per_task: { id: string; n: number; correct: number; outcomes: string[] }[];
+  /** The evaluation harness that produced this (stats and report code read it). */
+  harness_version: string;
+  suite: 'code';
   seconds: { generate: number; execute: number };
 }
 
@@ -76,7 +81,8 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
   const summaryFile = join(dir, 'summary.json');
   if (existsSync(summaryFile)) {
     const cached = JSON.parse(readFileSync(summaryFile, 'utf8')) as EvalSummary;
-    if (req.k.every((k) => String(k) in cached.pass_at_k)) return cached;
+    // A summary from another harness version is scored again (the samples themselves stay cached).
+    if (cached.harness_version === HARNESS_VERSION && req.k.every((k) => String(k) in cached.pass_at_k)) return cached;
   }
   mkdirSync(dir, { recursive: true });
   const label = req.label ?? 'evaluate';
@@ -115,7 +121,9 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
     ),
     status_counts: scored.statusCounts,
     sandbox: scored.sandbox,
-    per_task: scored.perTask.map((t) => ({ id: t.id, n: t.n, correct: t.correct })),
+    per_task: scored.perTask.map((t) => ({ id: t.id, n: t.n, correct: t.correct, outcomes: t.outcomes })),
+    harness_version: HARNESS_VERSION,
+    suite: 'code',
     seconds: { generate: genSeconds, execute: (Date.now() - execStart) / 1000 },
   };
   writeFileAtomicSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
