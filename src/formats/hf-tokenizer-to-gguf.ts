@@ -6,7 +6,7 @@ import { kv, type GgufKV } from './gguf.js';
 /**
  * A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) → llama.cpp's tokenizer metadata.
  *
- * Two families are supported, as llama.cpp's own converter handles them:
+ * Three families are supported; the first two as llama.cpp's own converter handles them:
  * - SentencePiece-style BPE with byte fallback (Llama 2, TinyLlama, stories260k): `tokenizer.ggml.model =
  *   llama`, with per-token scores (llama.cpp merges the adjacent pair whose result scores highest; the scores
  *   are derived from the merge ranks, so the merge order is the one the Hugging Face tokenizer uses) and the
@@ -15,6 +15,9 @@ import { kv, type GgufKV } from './gguf.js';
  *   merges, and a `tokenizer.ggml.pre` name telling llama.cpp which pre-tokenizer regex to run. llama.cpp's
  *   converter recognises the pre-tokenizer by hashing a test tokenization; here it is recognised by the
  *   pre-tokenizer's definition in tokenizer.json (the split regex), which names the same thing.
+ * - Character-level (the engine's build_char_tokenizer, which `distillery demo` trains with: a BPE model without
+ *   merges behind a pre-tokenizer that splits every character): also `gpt2`, each character stored in byte-level
+ *   form and no merges, so llama.cpp reads each character as its one token; ids and vocabulary size unchanged.
  */
 
 /** llama.cpp's token types (llama_token_type / gguf.TokenType). */
@@ -59,7 +62,8 @@ const BYTE_LEVEL_SPLITS: ReadonlyArray<{ name: string; regex: string; family: st
 
 export const SUPPORTED_TOKENIZERS =
   'SentencePiece-style BPE with byte fallback (Llama 2 style, tokenizer.json), and byte-level BPE with the ' +
-  `${BYTE_LEVEL_SPLITS.map((s) => `${s.family} (${s.name})`).join(', ')}, GPT-2 (gpt-2) or SmolLM (smollm) pre-tokenizer`;
+  `${BYTE_LEVEL_SPLITS.map((s) => `${s.family} (${s.name})`).join(', ')}, GPT-2 (gpt-2) or SmolLM (smollm) pre-tokenizer, ` +
+  'and character-level BPE (no merges, a Split("") pre-tokenizer, one character per token: the engine\'s demo tokenizer)';
 
 type Json = Record<string, unknown>;
 
@@ -83,7 +87,7 @@ function unsupported(dir: string, why: string): UserError {
 }
 
 /** The components of a pre-tokenizer or normalizer (a Sequence's items, or the one item). */
-function parts(v: unknown, key: 'pretokenizers' | 'normalizers' | 'processors'): Json[] {
+function parts(v: unknown, key: 'pretokenizers' | 'normalizers' | 'processors' | 'decoders'): Json[] {
   if (!isObj(v)) return [];
   if (v.type === 'Sequence' && Array.isArray(v[key])) return (v[key] as unknown[]).filter(isObj);
   return [v];
@@ -187,7 +191,13 @@ export function readHfTokenizer(dir: string, vocabSize: number | null): GgufToke
   const unk = special('unk');
   let result: Pick<GgufTokenizer, 'model' | 'pre' | 'scores' | 'merges' | 'addSpacePrefix'>;
 
-  if (byteFallback) {
+  const charSplit = !byteFallback && merges.length === 0 && splitsEveryCharacter(tj.pre_tokenizer);
+  if (charSplit) {
+    // Character-level (the engine's build_char_tokenizer): every character is one token, the rest <unk>.
+    const r = characterLevel(dir, model, added, normParts, tj.decoder, tokens);
+    notes.push(...r.notes);
+    result = { model: 'gpt2', pre: CHAR_LEVEL_PRE, scores: null, merges: r.merges, addSpacePrefix: null };
+  } else if (byteFallback) {
     // SentencePiece-style: "▁" for spaces, byte tokens for anything outside the vocabulary.
     for (let b = 0; b < 256; b++) {
       const name = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
@@ -317,6 +327,77 @@ function byteLevelPre(dir: string, p: Json[]): string {
   }
   if (!p.some((x) => x.type === 'ByteLevel')) throw unsupported(dir, 'it is a BPE tokenizer without byte fallback or byte-level pre-tokenization');
   throw unsupported(dir, `unrecognised pre-tokenizer ${showValue(p.map((x) => x.type))}`);
+}
+
+/**
+ * The GGUF pre-tokenizer for character-level vocabularies. Its split regex cannot change the result (with no
+ * merges across characters, every character stays one symbol however the text is split), and unlike `gpt-2` or
+ * `default` it leaves llama.cpp's clean_up_tokenization_spaces off, which would drop the space in " ." / " ,"
+ * when decoding. llama.cpp runs it with a hand-written splitter (no std::regex, whose recursion can overflow the
+ * stack on long inputs).
+ */
+const CHAR_LEVEL_PRE = 'qwen2';
+
+/** GPT-2's bytes_to_unicode: byte → the printable character byte-level BPE vocabularies store it as. */
+const BYTE_TO_UNICODE: readonly string[] = (() => {
+  const out: string[] = [];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    out.push(String.fromCodePoint(printable ? b : 256 + n++));
+  }
+  return out;
+})();
+
+/** Text in byte-level form (its UTF-8 bytes through bytes_to_unicode): ' ' → 'Ġ', '\n' → 'Ċ', 'é' → 'Ã©'. */
+export function byteLevelText(text: string): string {
+  let s = '';
+  for (const b of Buffer.from(text, 'utf8')) s += BYTE_TO_UNICODE[b];
+  return s;
+}
+
+/** Does the pre-tokenizer cut text into single characters: Split on "" (isolated), or none at all? */
+function splitsEveryCharacter(pre: unknown): boolean {
+  if (pre === null || pre === undefined) return true;
+  const p = parts(pre, 'pretokenizers');
+  const s = p[0];
+  return p.length === 1 && s!.type === 'Split' && isObj(s!.pattern) && s!.pattern.String === '' && s!.behavior === 'Isolated' && s!.invert !== true;
+}
+
+/**
+ * A character-level tokenizer (a BPE model without merges whose pre-tokenizer splits every character, as the
+ * engine's build_char_tokenizer writes) as a byte-level BPE vocabulary: each character token is stored in
+ * byte-level form, so llama.cpp's byte-level BPE reads every character of the alphabet as that one token. A
+ * character of several UTF-8 bytes gets merges joining its bytes back (they can only apply inside a
+ * character, as a continuation byte never starts one). The vocabulary and its ids stay as they are. Sets the
+ * tokens' texts in `tokens`; returns the merges and notes.
+ */
+function characterLevel(dir: string, model: Json, added: AddedToken[], normParts: Json[], decoder: unknown, tokens: string[]): { merges: string[]; notes: string[] } {
+  if (normParts.length > 0) throw unsupported(dir, `normalizer ${showValue(normParts.map((p) => p.type))} in a character-level tokenizer`);
+  for (const k of ['continuing_subword_prefix', 'end_of_word_suffix']) {
+    if (typeof model[k] === 'string' && model[k] !== '') throw unsupported(dir, `a character-level tokenizer with ${k} ${showValue(model[k])}`);
+  }
+  const addedIds = new Set(added.map((a) => a.id));
+  const unkToken = typeof model.unk_token === 'string' ? model.unk_token : null;
+  const merges = new Set<string>();
+  for (const [tok, id] of Object.entries(model.vocab as Record<string, number>)) {
+    if (addedIds.has(id) || tok === unkToken) continue;
+    if ([...tok].length !== 1) {
+      throw unsupported(dir, `it has no merges and its pre-tokenizer splits every character, but token ${showValue(tok)} (id ${id}) is not one character`);
+    }
+    const symbols = [...byteLevelText(tok)];
+    tokens[id] = symbols.join('');
+    for (let j = 1; j < symbols.length; j++) merges.add(`${symbols.slice(0, j).join('')} ${symbols[j]}`);
+  }
+  const notes: string[] = [];
+  if (unkToken !== null) {
+    notes.push(`character-level tokenizer: llama.cpp drops characters outside the vocabulary, where the Hugging Face tokenizer gives ${unkToken}`);
+  }
+  const dec = parts(decoder, 'decoders');
+  if (dec.length === 0 || dec.some((d) => d.type !== 'Fuse')) {
+    notes.push(`llama.cpp decodes the characters by concatenating them; this tokenizer's decoder (${dec.length === 0 ? 'none: Hugging Face joins tokens with spaces' : showValue(dec.map((d) => d.type))}) may decode differently`);
+  }
+  return { merges: [...merges], notes };
 }
 
 /** What the post-processor adds around a single sequence: BOS / EOS tokens (TemplateProcessing). */

@@ -4,6 +4,9 @@
  * - tokenization of a varied text set matches @huggingface/tokenizers id for id (stories260k, Llama 3, Qwen 3);
  * - tiny random Llama / Qwen3 / Qwen2 models built with transformers give the same next-token log-probs in
  *   llama.cpp (F32 export) as in transformers, and so does a PEFT LoRA adapter exported to a GGUF adapter;
+ * - the engine's character-level tokenizer (the demo's models): a tiny Llama built with it tokenizes, detokenizes,
+ *   scores and generates in llama.cpp as in transformers, and, imported, exported and served, answers the openai
+ *   client as the engine does;
  * - F16 rounding and Q8_0 blocks are byte-identical to numpy / gguf-py;
  * - unsupported inputs fail with a UserError before anything is written.
  * Parts that need the engine's Python (engine/.venv) or ../shared/models/stories260k skip with a message.
@@ -29,6 +32,9 @@ import { listStoredTensors, TensorReader } from '../../src/formats/safetensors-r
 import { sha256File } from '../../src/core/hash.js';
 import { exportToVault, registerExportCommand } from '../../src/cli/export-command.js';
 import { stories260kDir, STORIES_MISSING } from '../vault/helpers.js';
+import { serve, specs } from '../server/helpers.js';
+import { ALPHABET } from '../../src/demo/suite.js';
+import { DEMO_VOCAB_SIZE } from '../../src/demo/config.js';
 
 const ROOT = packageRoot();
 const PYTHON = join(ROOT, 'engine', '.venv', 'bin', 'python');
@@ -499,6 +505,215 @@ test('tiny Llama LoRA adapter exported to a GGUF adapter: llama.cpp with it matc
 });
 
 // ---------------------------------------------------------------------------------------------------------
+// The engine's character-level tokenizer (what `distillery demo` trains with): a tiny Llama over the
+// demo's alphabet, built with build_char_tokenizer and transformers (random start, trained briefly)
+
+/** Texts over the demo alphabet: code, indentation, runs of spaces and newlines, digits, punctuation. */
+const CHAR_TEXTS = [
+  'def f(x):\n    return x+1\n', '# add 3 then square\ndef f(x):\n    y = x+3\n    return y**2\n',
+  'if x>0:\n        return -x\n    else:\n        return abs(x)\n', '  leading spaces', 'trailing spaces  ', 'a  b   c',
+  '\n\n\n', '\n    \n        indented\n', '0123456789 12 345 6789 1e10 3.14', '#,:()=+-*/%_<>!.',
+  'x//2 x%3 x**2 -x (x) != <= >= == a.b, c: d', 'a , b . c ! d', 'a', ' ', '\n', '.', 'x'.repeat(60),
+];
+/** Prompts for log-probs and greedy text (the demo's look like the first two), each with the text the model learns. */
+const CHAR_PROMPTS = [
+  { prompt: '# add 3\ndef f(x):\n', text: '# add 3\ndef f(x):\n    y = x+3\n    if y > 10:\n        return y%7\n    return y*2\n' },
+  { prompt: '# return x*2 if x>0 else -x\ndef f(x):\n    if x < 0:\n', text: '# return x*2 if x>0 else -x\ndef f(x):\n    if x < 0:\n        return -x\n    z = (x*2)//3\n    return max(z, 4)\n' },
+  { prompt: 'x = 12 , y = (x+1)*2 . ok !', text: 'x = 12 , y = (x+1)*2 . ok ! then print(x, y) , and stop_here . now\n#  done  !\n' },
+];
+const CHAR_GREEDY_TOKENS = 40;
+/** Text with characters outside the alphabet (upper case, tab, CR, NUL, accents, emoji, CJK). */
+const OUTSIDE_ALPHABET = ['Hello World', 'tab\there', 'x\r\ny', 'nul\0byte', 'café', 'emoji 🎉 ok', '中文 x', 'A', `${'Zé🎉\t'.repeat(2500)}x`];
+
+interface CharRef extends RefModel {
+  texts: Array<{ text: string; ids: number[]; decoded: string }>;
+  greedy: Array<{ text: string; ids: number[]; out: number[]; out_text: string; min_margin: number }>;
+}
+let charDir: string | null = null;
+/** Builds the character-level model once (≈6 s). */
+function charModel(): { dir: string; model: string; ref: CharRef } {
+  if (charDir === null) {
+    const dir = tempDir('distillery-gguf-char-');
+    const r = spawnSync(PYTHON, [join(ROOT, 'test', 'formats', 'fixtures', 'make_char_model.py'), dir, ALPHABET, JSON.stringify(CHAR_TEXTS), JSON.stringify(CHAR_PROMPTS), String(CHAR_GREEDY_TOKENS)], {
+      encoding: 'utf8', env: { ...process.env, PYTHONPATH: join(ROOT, 'engine'), TOKENIZERS_PARALLELISM: 'false', OMP_NUM_THREADS: '1', HF_HUB_OFFLINE: '1' },
+    });
+    assert.equal(r.status, 0, `make_char_model.py failed:\n${r.stderr}`);
+    charDir = dir;
+  }
+  return { dir: charDir, model: join(charDir, 'char'), ref: JSON.parse(readFileSync(join(charDir, 'ref.json'), 'utf8')) as CharRef };
+}
+
+/** Seeded random texts over `alphabet`. */
+function randomTexts(alphabet: string, count: number, seed: number): string[] {
+  const chars = [...alphabet];
+  let s = seed >>> 0;
+  const rand = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  return Array.from({ length: count }, () => Array.from({ length: 1 + Math.floor(rand() * 120) }, () => chars[Math.floor(rand() * chars.length)]).join(''));
+}
+
+/** llama.cpp's greedy continuation (token ids) of `ids`, stopping at end of generation or after `max` tokens. */
+async function greedyIds(model: LlamaModel, ids: number[], max: number): Promise<number[]> {
+  const ctx = await model.createContext({ threads: 1, contextSize: 256, flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+  try {
+    const out: number[] = [];
+    for await (const t of ctx.getSequence().evaluate(ids as Token[], { temperature: 0 })) {
+      if (model.isEogToken(t)) break;
+      out.push(t);
+      if (out.length >= max) break;
+    }
+    return out;
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+test('character-level tokenizer (the demo\'s): exported as byte-level BPE without merges, ids unchanged', { skip: VENV_MISSING }, async () => {
+  const { dir, model: modelDir } = charModel();
+  const out = join(dir, 'char-f32.gguf');
+  const r = await exportGguf(modelDir, out, { type: 'f32' });
+  assert.deepEqual(r.tokenizer, { model: 'gpt2', pre: 'qwen2', tokens: DEMO_VOCAB_SIZE });
+  assert.match(r.notes.join('\n'), /drops characters outside the vocabulary, where the Hugging Face tokenizer gives <unk>/);
+  const header = await readGgufHeader(out);
+  const tokens = (ggufKV(header, 'tokenizer.ggml.tokens')!.value as unknown as { items: string[] }).items;
+  const types = (ggufKV(header, 'tokenizer.ggml.token_type')!.value as unknown as { items: Int32Array }).items;
+  const vocab = (JSON.parse(readFileSync(join(modelDir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } }).model.vocab;
+  assert.deepEqual(tokens.slice(0, 4), ['<unk>', '<s>', '</s>', '<pad>']);
+  assert.deepEqual([...types.slice(0, 4)], [TOKEN_TYPE.CONTROL, TOKEN_TYPE.CONTROL, TOKEN_TYPE.CONTROL, TOKEN_TYPE.CONTROL]);
+  assert.equal(tokens[vocab[' ']!], 'Ġ');
+  assert.equal(tokens[vocab['\n']!], 'Ċ');
+  assert.equal(tokens[vocab.a!], 'a');
+  assert.ok([...types.slice(4)].every((t) => t === TOKEN_TYPE.NORMAL));
+  assert.equal((ggufKV(header, 'tokenizer.ggml.merges')!.value as unknown as { items: string[] }).items.length, 0);
+  assert.deepEqual(
+    ['bos_token_id', 'eos_token_id', 'unknown_token_id', 'padding_token_id', 'add_bos_token', 'add_eos_token'].map((k) => ggufKV(header, `tokenizer.ggml.${k}`)?.value),
+    [1, 2, 0, 3, true, false],
+  );
+  assert.equal(header.tensors.some((x) => x.name === 'output.weight'), false, 'tied embeddings');
+
+  // Characters of several UTF-8 bytes: merges join their byte-level symbols back (only inside a character).
+  const multi = join(dir, 'multibyte');
+  mkdirSync(multi);
+  writeFileSync(join(multi, 'tokenizer.json'), JSON.stringify({
+    model: { type: 'BPE', vocab: { '<unk>': 0, a: 1, é: 2, '€': 3, '🎉': 4 }, merges: [], unk_token: '<unk>' },
+    pre_tokenizer: { type: 'Split', pattern: { String: '' }, behavior: 'Isolated', invert: false },
+    added_tokens: [{ id: 0, content: '<unk>', special: true }],
+  }));
+  const tok = readHfTokenizer(multi, null);
+  assert.deepEqual(tok.tokens, ['<unk>', 'a', 'Ã©', 'âĤ¬', 'ðŁİī']);
+  assert.deepEqual(tok.merges, ['Ã ©', 'â Ĥ', 'âĤ ¬', 'ð Ł', 'ðŁ İ', 'ðŁİ ī']);
+  assert.match(tok.notes.join('\n'), /decoder \(none: Hugging Face joins tokens with spaces\)/);
+  makeZeroModel(multi, { vocab: 5 });
+  await exportGguf(multi, join(multi, 'multi.gguf'), { type: 'f32' });
+  const m = await loadModel(join(multi, 'multi.gguf'));
+  // è and ₤ share their first bytes with é and €: still unknown, so dropped.
+  assert.deepEqual(m.tokenize('aé€🎉 a è₤🎊é'), [1, 2, 3, 4, 1, 2]);
+  assert.equal(m.detokenize([1, 2, 3, 4, 2] as Token[]), 'aé€🎉é');
+});
+
+test('character-level tokenizer: llama.cpp tokenizes and detokenizes every text over the alphabet as Hugging Face does', { skip: VENV_MISSING }, async (t) => {
+  const { dir, model: modelDir, ref } = charModel();
+  const out = join(dir, 'char-f32.gguf');
+  if (!existsSync(out)) await exportGguf(modelDir, out, { type: 'f32' });
+  const model = await loadModel(out);
+  const hf = hfTokenizer(modelDir);
+  const mismatches: string[] = [];
+  const check = (text: string, want: number[], specials = false) => {
+    const got = model.tokenize(text, specials);
+    if (JSON.stringify(got) !== JSON.stringify(want)) mismatches.push(`${JSON.stringify(text)}: HF ${JSON.stringify(want)} llama.cpp ${JSON.stringify(got)}`);
+    const back = model.detokenize(got, specials);
+    if (back !== text) mismatches.push(`${JSON.stringify(text)} detokenizes to ${JSON.stringify(back)}`);
+  };
+  // The engine's tokenizer (transformers) on the fixed texts, and @huggingface/tokenizers on random ones.
+  for (const x of ref.texts) {
+    assert.equal(x.decoded, x.text, 'the Hugging Face tokenizer round-trips it');
+    assert.ok(x.ids.every((id) => id >= 4), `${JSON.stringify(x.text)} is over the alphabet`);
+    check(x.text, x.ids);
+  }
+  const random = randomTexts(ALPHABET, 200, 11);
+  for (const text of random) check(text, hf.encode(text, { add_special_tokens: false }).ids);
+  // Special-token text is parsed as the server parses it (tokenize(text, true)), as Hugging Face does.
+  const special = 'x<s>y</s>z<pad><unk>';
+  assert.deepEqual(hf.encode(special, { add_special_tokens: false }).ids.filter((id) => id < 4), [1, 2, 3, 0]);
+  check(special, hf.encode(special, { add_special_tokens: false }).ids, true);
+  assert.deepEqual(mismatches, []);
+  t.diagnostic(`${ref.texts.length} fixed + ${random.length} random texts (${random.reduce((s, x) => s + x.length, 0)} characters) tokenize id for id and round-trip`);
+  // BOS as the post-processor adds it.
+  assert.equal(model.tokens.bos, 1);
+  assert.equal(model.tokens.shouldPrependBosToken, true);
+  assert.deepEqual(hf.encode('ab', { add_special_tokens: true }).ids, [1, ...model.tokenize('ab')]);
+});
+
+test('character-level tokenizer: characters outside the alphabet are dropped by llama.cpp, never a crash', { skip: VENV_MISSING }, async (t) => {
+  const { dir, model: modelDir } = charModel();
+  const out = join(dir, 'char-f32.gguf');
+  if (!existsSync(out)) await exportGguf(modelDir, out, { type: 'f32' });
+  const model = await loadModel(out);
+  const hf = hfTokenizer(modelDir);
+  for (const text of OUTSIDE_ALPHABET) {
+    const want = hf.encode(text, { add_special_tokens: false }).ids;
+    assert.ok(want.includes(0), 'Hugging Face gives <unk>');
+    assert.deepEqual(model.tokenize(text, true), want.filter((id) => id !== 0), JSON.stringify(text.slice(0, 40)));
+  }
+  // Decoding every token, specials included, and generating from a prompt that had unknown characters.
+  const all = Array.from({ length: DEMO_VOCAB_SIZE }, (_, i) => i as Token);
+  assert.equal(model.detokenize(all, true), `<unk><s></s><pad>${[...new Set(ALPHABET)].join('')}`);
+  assert.equal(model.detokenize(all, false), [...new Set(ALPHABET)].join(''));
+  const generated = await greedyIds(model, [1, ...model.tokenize('Hello World: éx = 1\t')], 5);
+  assert.equal(generated.length, 5);
+  t.diagnostic('llama.cpp drops characters the vocabulary lacks (no byte tokens, no <unk> fallback in byte-level BPE); Hugging Face gives <unk> (id 0)');
+});
+
+test('character-level tokenizer: F32 export gives transformers\' next-token log-probs and greedy text', { skip: VENV_MISSING }, async (t) => {
+  const { dir, model: modelDir, ref } = charModel();
+  const out = join(dir, 'char-f32.gguf');
+  if (!existsSync(out)) await exportGguf(modelDir, out, { type: 'f32' });
+  const model = await loadModel(out);
+  for (const p of ref.prompts) assert.deepEqual([1, ...model.tokenize(p.text)], p.ids, JSON.stringify(p.text));
+  const { maxDiff, compared } = await compareLogprobs(model, dir, ref);
+  t.diagnostic(`char-level llama: max |Δ log p| = ${maxDiff.toExponential(2)} over ${compared} (position, token) pairs`);
+  assert.ok(maxDiff < F32_LOGPROB_TOLERANCE, `max |Δ log p| ${maxDiff} ≥ ${F32_LOGPROB_TOLERANCE}`);
+  for (const g of ref.greedy) {
+    assert.equal(g.out.length, CHAR_GREEDY_TOKENS, 'the reference generates no EOS');
+    assert.ok(g.min_margin > 0.1, `transformers' greedy choices are clear (smallest top-1/top-2 gap ${g.min_margin})`);
+    const got = await greedyIds(model, g.ids, CHAR_GREEDY_TOKENS);
+    assert.deepEqual(got, g.out, `greedy continuation of ${JSON.stringify(g.text)}`);
+    assert.equal(model.detokenize(got as Token[]), g.out_text);
+  }
+  t.diagnostic(`greedy: ${ref.greedy.length} × ${CHAR_GREEDY_TOKENS} tokens identical (smallest top-1/top-2 gap in transformers: ${Math.min(...ref.greedy.map((g) => g.min_margin)).toFixed(2)} nats)`);
+});
+
+test('character-level model end to end: vault import, export --type f32, serve; the openai client gets the engine\'s greedy text', { skip: VENV_MISSING, timeout: 180_000 }, async (t) => {
+  const { model: modelDir, ref } = charModel();
+  const home = join(tempDir(), 'home');
+  await importFrom(modelDir, { name: 'char' }, home);
+  const program = new Command().exitOverride();
+  let stdout = '';
+  registerExportCommand(program, { home, write: (s) => (stdout += s) });
+  await program.parseAsync(['export', 'char', '--type', 'f32', '--json', '-q'], { from: 'user' });
+  assert.equal((JSON.parse(stdout) as { model: string }).model, 'char-gguf-f32:1');
+  // The engine (transformers) and llama.cpp behind one server, both asked through the openai client.
+  const started = Date.now();
+  const s = await serve({ models: await specs(['char', 'char-gguf-f32'], home), concurrency: 1, idleUnloadSeconds: 0 });
+  try {
+    for (const g of ref.greedy) {
+      const ask = (model: string) => s.client.completions.create({ model, prompt: g.text, max_tokens: CHAR_GREEDY_TOKENS, temperature: 0 });
+      const [engine, llama] = [await ask('char'), await ask('char-gguf-f32')];
+      assert.equal(engine.choices[0]!.text, g.out_text, `engine, ${JSON.stringify(g.text)}`);
+      assert.equal(llama.choices[0]!.text, g.out_text, `llama.cpp, ${JSON.stringify(g.text)}`);
+      assert.deepEqual(llama.usage, engine.usage);
+    }
+    // A prompt with characters outside the alphabet is answered (llama.cpp drops them), and the server lives on.
+    const odd = await s.client.completions.create({ model: 'char-gguf-f32', prompt: 'Hello 🎉\tx = 1', max_tokens: 5, temperature: 0 });
+    assert.equal(odd.choices[0]!.finish_reason, 'length');
+    const again = await s.client.completions.create({ model: 'char-gguf-f32', prompt: ref.greedy[0]!.text, max_tokens: 5, temperature: 0 });
+    assert.equal(again.choices[0]!.text, ref.greedy[0]!.out_text.slice(0, again.choices[0]!.text.length));
+  } finally {
+    await s.server.close();
+  }
+  t.diagnostic(`served and compared in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+});
+
+// ---------------------------------------------------------------------------------------------------------
 // The vault and CLI
 
 test('export registers the GGUF in the vault with lineage, and -o writes the same file', { skip: NO_STORIES }, async () => {
@@ -577,13 +792,28 @@ test('unsupported inputs fail with a UserError naming what is supported, and wri
   writeSpmTokenizer(f64);
   await fails(f64, /dtype F64/, /F32, F16, BF16/);
 
-  // The engine's character-level demo tokenizer: BPE without byte fallback or byte-level pre-tokenization.
-  const chars = makeZeroModel(join(dir, 'chars'), { vocab: 8 });
-  writeFileSync(join(chars, 'tokenizer.json'), JSON.stringify({
+  // BPE without byte fallback, byte-level pre-tokenization or a character split.
+  const words = makeZeroModel(join(dir, 'words'), { vocab: 8 });
+  writeFileSync(join(words, 'tokenizer.json'), JSON.stringify({
     model: { type: 'BPE', vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, '<pad>': 3, a: 4, b: 5 }, merges: [], unk_token: '<unk>' },
-    pre_tokenizer: { type: 'Split', pattern: { String: '' }, behavior: 'Isolated', invert: false },
+    pre_tokenizer: { type: 'Whitespace' },
   }));
-  await fails(chars, /BPE tokenizer without byte fallback or byte-level pre-tokenization/, /SentencePiece-style/);
+  await fails(words, /BPE tokenizer without byte fallback or byte-level pre-tokenization/, /SentencePiece-style/);
+
+  // Near misses of the character-level tokenizer: a token of two characters, a normalizer.
+  const charTokenizer = (extra: Record<string, unknown>, vocab: Record<string, number> = {}) => JSON.stringify({
+    model: { type: 'BPE', vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, '<pad>': 3, a: 4, b: 5, ...vocab }, merges: [], unk_token: '<unk>' },
+    pre_tokenizer: { type: 'Split', pattern: { String: '' }, behavior: 'Isolated', invert: false },
+    added_tokens: ['<unk>', '<s>', '</s>', '<pad>'].map((content, id) => ({ id, content, special: true })),
+    decoder: { type: 'Fuse' },
+    ...extra,
+  });
+  const pair = makeZeroModel(join(dir, 'pair'), { vocab: 8 });
+  writeFileSync(join(pair, 'tokenizer.json'), charTokenizer({}, { ab: 6 }));
+  await fails(pair, /token "ab" \(id 6\) is not one character/);
+  const lower = makeZeroModel(join(dir, 'lower'), { vocab: 8 });
+  writeFileSync(join(lower, 'tokenizer.json'), charTokenizer({ normalizer: { type: 'Lowercase' } }));
+  await fails(lower, /normalizer \["Lowercase"\] in a character-level tokenizer/);
 
   const wrongShape = makeZeroModel(join(dir, 'shape'), { vocab: 262 });
   writeSpmTokenizer(wrongShape);
