@@ -2,7 +2,10 @@ import type { Command } from 'commander';
 import { EngineWorker } from '../engine/worker.js';
 import { checkDecoding, describeDecoding, type Decoding } from '../engine/decoding.js';
 import { evaluateModel, evalCacheDir, checkPassAtK } from '../eval/run.js';
-import { loadTasks } from '../eval/tasks.js';
+import { loadTaskFile, TASK_FORMATS } from '../eval/formats/index.js';
+import { checkCanonical } from '../eval/score.js';
+import { sandboxLevel, limitsForConcurrency, resolveConcurrency } from '../eval/sandbox.js';
+import type { TaskFormat } from '../eval/tasks.js';
 import { EVAL_DEFAULT_DECODING } from '../recipes/ssd-config.js';
 import { takeModel } from '../recipes/models.js';
 import { addDecodingOptions, addSamplerOptions, decodingFromFlags, int, intList } from './options.js';
@@ -15,7 +18,9 @@ export function registerEvalCommand(program: Command): void {
     .command('eval')
     .description('Evaluate a model on code tasks: n samples per task, run in a sandbox, pass@k with bootstrap confidence intervals.')
     .option('--model <ref>', 'NAME[:VERSION] from the vault, or a model folder (with --sampler http: a label for the server\'s model)')
-    .requiredOption('--tasks <file>', 'JSONL, one {"id", "prompt", "tests", "entry_point"} per line')
+    .requiredOption('--tasks <file>', 'task JSONL: HumanEval(+), MBPP, stdin/stdout, MultiPL-E JS or {"id", "prompt", "tests", "entry_point"} (docs/eval-formats.md)')
+    .option('--format <name>', `task file format, detected from the first record unless given: ${TASK_FORMATS.join(', ')}`)
+    .option('--check-canonical', 'run each task\'s reference solution through the harness instead of model samples (no model needed); any failure is a harness or data bug, exit code 1')
     .option('--n <n>', 'samples per task', int, 10)
     .option('--k <list>', 'pass@k values, e.g. 1,5', intList, [1])
     .option('--chat-template', 'wrap prompts in the model chat template')
@@ -32,7 +37,8 @@ for what the sandbox isolates). Generations are cached, so repeating an evaluati
 
 Examples:
   distillery eval --model mymodel:2 --tasks tasks.jsonl --n 10 --k 1,5 --temperature 0.2 --stop '\\n\\n'
-  distillery eval --sampler http --endpoint http://127.0.0.1:8000/v1 --tasks tasks.jsonl --n 10   (a vLLM server)`,
+  distillery eval --sampler http --endpoint http://127.0.0.1:8000/v1 --tasks tasks.jsonl --n 10   (a vLLM server)
+  distillery eval --tasks HumanEval.jsonl --check-canonical   (checks the harness and the data, no model)`,
   );
   cmd.action(async (opts: Record<string, unknown>) => {
     const decoding = checkDecoding({
@@ -43,7 +49,13 @@ Examples:
     const n = opts.n as number;
     const ks = opts.k as number[];
     checkPassAtK(n, ks);
-    const tasks = await loadTasks(opts.tasks as string);
+    const { format, tasks } = await loadTaskFile(opts.tasks as string, opts.format as TaskFormat | undefined);
+    // The isolation in force is said before anything runs (and recorded with the results).
+    process.stderr.write(`sandbox: ${sandboxLevel(limitsForConcurrency(undefined, resolveConcurrency()))}\n`);
+    if (opts.checkCanonical) {
+      await runCheckCanonical(opts.tasks as string, format, tasks, Boolean(opts.json));
+      return;
+    }
     const viaHttp = opts.sampler === 'http';
     if (!viaHttp && opts.model === undefined) throw new UserError('--model is required (or --sampler http --endpoint URL to evaluate what a server serves)');
     const evaluate = async (worker: EngineWorker | undefined) => {
@@ -65,7 +77,10 @@ Examples:
         quiet: Boolean(opts.quiet),
       });
       if (opts.json) {
-        process.stdout.write(JSON.stringify({ model: model.ref, ...summary }, null, 2) + '\n');
+        // The exact prompt text given to the sampler for each task (with --chat-template it is wrapped in the
+        // model's chat template on the way).
+        const prompts = tasks.map((t) => ({ id: t.id, prompt: t.prompt }));
+        process.stdout.write(JSON.stringify({ model: model.ref, task_format: format, ...summary, prompts }, null, 2) + '\n');
         return;
       }
       console.log(`\n${model.ref}: ${summary.tasks} tasks × ${n} samples, ${describeDecoding(decoding)}`);
@@ -76,4 +91,24 @@ Examples:
     if (viaHttp) await evaluate(undefined);
     else await EngineWorker.using(evaluate);
   });
+}
+
+/** --check-canonical: every task's reference solution must pass; a failure is a harness or data bug (exit 1). */
+async function runCheckCanonical(file: string, format: TaskFormat, tasks: Awaited<ReturnType<typeof loadTaskFile>>['tasks'], json: boolean): Promise<void> {
+  const results = await checkCanonical(tasks);
+  const failed = results.filter((r) => r.status === 'failed');
+  const skipped = results.filter((r) => r.status === 'skipped');
+  if (json) {
+    process.stdout.write(JSON.stringify({ tasks_file: file, task_format: format, sandbox: sandboxLevel(limitsForConcurrency(undefined, resolveConcurrency())), results: results.map((r) => ({ id: r.id, status: r.status, ...(r.result && r.status === 'failed' ? { sandbox_status: r.result.status, note: r.result.note ?? null, stdout: r.result.stdout.slice(-2000), stderr: r.result.stderr.slice(-2000) } : {}) })) }, null, 2) + '\n');
+  } else {
+    for (const r of failed) {
+      const res = r.result!;
+      console.log(`FAILED ${r.id}: the reference solution did not pass (${res.status}${res.note ? `: ${res.note}` : ''}) — a harness or data bug`);
+      if (res.stdout.trim()) console.log(`  stdout: ${res.stdout.trim().slice(-1000).replace(/\n/g, '\n          ')}`);
+      if (res.stderr.trim()) console.log(`  stderr: ${res.stderr.trim().slice(-1000).replace(/\n/g, '\n          ')}`);
+    }
+    const ok = results.length - failed.length - skipped.length;
+    console.log(`${file} (${format}): ${ok} of ${results.length - skipped.length} reference solutions pass${skipped.length ? `; ${skipped.length} tasks have no reference solution (${skipped.slice(0, 5).map((r) => r.id).join(', ')}${skipped.length > 5 ? ', …' : ''})` : ''}`);
+  }
+  if (failed.length > 0) process.exitCode = 1;
 }

@@ -4,8 +4,49 @@
  * printing its traceback. Each piece of this logic exists only here; the scripts differ in how they get the
  * program and report.
  */
+/**
+ * The JavaScript runner, run as `node --max-old-space-size=N -e JS_RUNNER_SOURCE PROGRAM_PATH` in place of the
+ * sandboxed child (after its limits are set). It makes `console.assert` throw (Node's only prints, so a failed
+ * `console.assert` would otherwise pass), loads the program as a CommonJS module (`require`, so MultiPL-E's
+ * `const assert = require('node:assert')` works), and marks the end: an exit with code 0 before the program's
+ * top level has run to its end (`process.exit(0)` in the middle) becomes exit code 97, a failure — the same
+ * rule as `sys.exit()` in Python. An uncaught exception (a thrown AssertionError) exits with 1, and so does an
+ * unhandled promise rejection (Node ≥ 15).
+ */
+export const JS_RUNNER_SOURCE = `'use strict';
+const assert = require('node:assert');
+const file = process.argv[1];
+console.assert = function (value, ...message) {
+  if (!value) throw new assert.AssertionError({ message: 'console.assert failed' + (message.length ? ': ' + message.map(String).join(' ') : ''), actual: value, expected: true, operator: '==' });
+};
+let finished = false;
+process.on('exit', (code) => {
+  if (code === 0 && !finished) {
+    try { process.stderr.write('the program exited before its end, so the tests did not all run\\n'); } catch {}
+    process.exitCode = 97;
+  }
+});
+require(file);
+finished = true;
+`;
+
 const COMMON_SOURCE = String.raw`
 import os, sys, resource as R, builtins
+
+JS_RUNNER = ${JSON.stringify(JS_RUNNER_SOURCE)}
+
+def exec_node(path, node, heap_mb):
+    # Replaces this (child) process with node running the program through JS_RUNNER; its exit status is the
+    # outcome (0 = pass). Only returns by raising OSError when node cannot be executed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(node, [node, '--max-old-space-size=%d' % heap_mb, '--no-warnings', '-e', JS_RUNNER, path], dict(os.environ))
+
+def open_stdin(stdin_path):
+    # The program's stdin: the given file (the task's input), else /dev/null.
+    fd = os.open(stdin_path if stdin_path else os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
 
 def limit(res, soft, hard):
     if soft < 0:
@@ -84,9 +125,11 @@ def show_traceback():
  * The Python launcher that runs inside the sandbox, before and around the untrusted program. It is passed to
  * `python3 -s -S -B -c` (so nothing is written to disk for it) with these arguments:
  *
- *     PROGRAM_PATH CPU_SECONDS MEMORY_BYTES FILE_SIZE_BYTES OPEN_FILES PROCESSES UID
+ *     PROGRAM_PATH CPU_SECONDS MEMORY_BYTES FILE_SIZE_BYTES OPEN_FILES PROCESSES UID [LANGUAGE STDIN_PATH NODE HEAP_MB]
  *
- * (-1 means "leave as it is"). What it does, in order:
+ * (-1 means "leave as it is"; LANGUAGE is python (default) or javascript; STDIN_PATH is a file fed to the
+ * program's stdin, or "-" for /dev/null; NODE and HEAP_MB are the node binary and its --max-old-space-size,
+ * used for javascript). What it does, in order:
  * 1. reads a one-line nonce from stdin (the runner writes it and keeps stdin open);
  * 2. sets the rlimits with soft = hard (CPU: hard = soft + 1 s, so SIGXCPU comes first), core dumps off;
  * 3. when UID ≥ 0 (Distillery runs as root), sets RLIMIT_NPROC and drops to that uid/gid with no
@@ -109,6 +152,8 @@ import select
 def main():
     prog = sys.argv[1]
     cpu, mem, fsize, nofile, nproc, uid = (int(a) for a in sys.argv[2:8])
+    extra = sys.argv[8:12] + ['python', '-', '-', '0'][len(sys.argv[8:12]):]
+    lang, stdin_path, node, heap_mb = extra[0], None if extra[1] == '-' else extra[1], extra[2], int(extra[3])
     nonce = os.read(0, 128).decode('ascii', 'replace').strip()
     os.set_inheritable(3, False)
 
@@ -126,7 +171,14 @@ def main():
         os._exit(70)
 
     if pid == 0:
-        run_child(lambda: prepare_program(prog), lambda text: report('child ' + text))
+        if lang == 'javascript':
+            try:
+                open_stdin(stdin_path)
+                exec_node(prog, node, heap_mb)
+            except BaseException as e:
+                report('setup-error cannot run node: ' + repr(e).replace('\n', ' ')[:300])
+                os._exit(70)
+        run_child(lambda: prepare_program(prog, stdin_path), lambda text: report('child ' + text))
 
     try:
         pfd = os.pidfd_open(pid)
@@ -153,10 +205,8 @@ def main():
     report('exit %d cpu %.3f' % (code, used))
     os._exit(code)
 
-def prepare_program(prog):
-    fd = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(fd, 0)
-    os.close(fd)
+def prepare_program(prog, stdin_path):
+    open_stdin(stdin_path)
     sys.argv = [prog]
     builtins.exit = builtins.quit = sys.exit
     return prog, {'__name__': '__main__', '__file__': prog, '__builtins__': builtins}, None
@@ -299,6 +349,11 @@ def die():
 
 def main():
     cpu, mem, fsize, nofile, nproc, uid, wall_ms, out_cap = (int(a) for a in sys.argv[1:9])
+    # javascript programs: the node binary, its heap size and its (larger) address-space limit
+    node = sys.argv[9] if len(sys.argv) > 9 else '-'
+    heap_mb = int(sys.argv[10]) if len(sys.argv) > 10 else 0
+    node_mem = int(sys.argv[11]) if len(sys.argv) > 11 else mem
+    S['node'] = (node, heap_mb, node_mem)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.set_inheritable(3, False)
     buf = bytearray()
@@ -315,7 +370,8 @@ def main():
     del buf, parts
     S['in_ns'] = os.getpid() == 1
     try:
-        confine(-1, mem, fsize, nofile, nproc, uid)  # RLIMIT_CPU is set per program, in the child
+        # RLIMIT_CPU is set per program, in the child, and so is the final RLIMIT_AS (python: mem, node: node_mem)
+        confine(-1, max(mem, node_mem), fsize, nofile, nproc, uid)
         devnull = os.open(os.devnull, os.O_RDONLY)
     except BaseException as e:
         send({'setupError': repr(e).replace('\n', ' ')[:300]})
@@ -341,7 +397,8 @@ def fork_retry():
 
 def remove_tree(d):
     try:
-        os.unlink(os.path.join(d, 'program.py'))
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
         os.rmdir(d)
         return None
     except OSError:
@@ -381,7 +438,11 @@ def run_one(i, src, base, devnull, cpu, mem, fsize, wall_ms, out_cap, programs):
     if pid == 0:
         programs.clear()
         tell = reporter(w_rep)
-        run_child(lambda: prepare_child(src, d, devnull, (3, r_out, r_err, r_rep), w_out, w_err, tell, cpu, mem), tell)
+        if isinstance(src, dict):
+            lang, stdin_text, src = src.get('language') or 'python', src.get('stdin'), src['code']
+        else:
+            lang, stdin_text = 'python', None
+        run_child(lambda: prepare_child(src, d, devnull, (3, r_out, r_err, r_rep), w_out, w_err, tell, cpu, mem, lang, stdin_text), tell)
     S['child'] = pid
     start = time.monotonic()
     for fd in (w_out, w_err, w_rep):
@@ -492,7 +553,7 @@ def reporter(w_rep):
             pass
     return tell
 
-def prepare_child(src, d, devnull, close_fds, w_out, w_err, tell, cpu, mem):
+def prepare_child(src, d, devnull, close_fds, w_out, w_err, tell, cpu, mem, lang='python', stdin_text=None):
     try:
         os.setsid()
         for fd in close_fds:
@@ -503,17 +564,24 @@ def prepare_child(src, d, devnull, close_fds, w_out, w_err, tell, cpu, mem):
         for fd in (devnull, w_out, w_err):
             os.close(fd)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        node, heap_mb, node_mem = S['node']
         limit(R.RLIMIT_CPU, cpu, cpu + 1)
-        limit(R.RLIMIT_AS, mem, mem)
+        limit(R.RLIMIT_AS, node_mem if lang == 'javascript' else mem, node_mem if lang == 'javascript' else mem)
         os.chdir(d)
         os.environ['HOME'] = d
         os.environ['TMPDIR'] = d
-        path = os.path.join(d, 'program.py')
+        path = os.path.join(d, 'program.js' if lang == 'javascript' else 'program.py')
         source = src.encode('utf-8', 'replace')
         del src
         with open(path, 'wb') as f:
             f.write(source)
+        if stdin_text is not None:
+            with open(os.path.join(d, 'stdin.txt'), 'wb') as f:
+                f.write(stdin_text.encode('utf-8', 'replace'))
+            open_stdin(os.path.join(d, 'stdin.txt'))
         S.clear()
+        if lang == 'javascript':
+            exec_node(path, node, heap_mb)
     except BaseException as e:
         tell('setup-error ' + repr(e).replace('\n', ' ')[:300])
         os._exit(70)

@@ -1,5 +1,7 @@
 /**
- * Runs untrusted Python (model-written programs) with as much isolation as this machine allows without
+ * Runs untrusted Python (model-written programs) — and JavaScript, which the launcher's child execs node for
+ * after setting everything up (docs/sandbox.md, "stdin, and JavaScript programs"); a program may also be
+ * given text for its stdin — with as much isolation as this machine allows without
  * extra software. docs/sandbox.md says precisely what is and is not isolated; keep the two in step.
  *
  * Per program:
@@ -71,6 +73,43 @@ export const DEFAULT_LIMITS: Readonly<SandboxLimits> = Object.freeze({
   processes: 128,
   outputBytes: 64 * 1024,
 });
+
+/** Languages the sandbox runs: Python in the launcher's own interpreter, JavaScript with node. */
+export type SandboxLanguage = 'python' | 'javascript';
+
+/** A program with its language (default python) and what is fed to its stdin (default: nothing, /dev/null). */
+export interface ProgramSpec {
+  code: string;
+  language?: SandboxLanguage;
+  stdin?: string;
+}
+
+/** A program: Python source, or a spec with a language and stdin. */
+export type Program = string | ProgramSpec;
+
+function specOf(p: Program): Required<Pick<ProgramSpec, 'code' | 'language'>> & { stdin?: string } {
+  if (typeof p === 'string') return { code: p, language: 'python' };
+  return { code: p.code, language: p.language ?? 'python', ...(p.stdin !== undefined ? { stdin: p.stdin } : {}) };
+}
+
+/** The node binary JavaScript programs run with: DISTILLERY_SANDBOX_NODE, else the node running Distillery. */
+export function sandboxNode(): string {
+  return process.env.DISTILLERY_SANDBOX_NODE || process.execPath;
+}
+
+const MIB = 1024 ** 2;
+/** Extra address space node gets over `memoryBytes`: V8 reserves virtual memory (code range, heap cages) up front. */
+export const NODE_EXTRA_AS_BYTES = 1024 ** 3;
+
+/**
+ * The limits a node program runs under: RLIMIT_AS = memoryBytes + 1 GiB (node 20 does not start under about
+ * 512 MiB of address space — "Failed to reserve virtual memory for CodeRange" — because V8 reserves virtual
+ * memory it never touches), and a V8 heap of 3/4 of memoryBytes (`--max-old-space-size`), so that a memory bomb
+ * ends with "JavaScript heap out of memory" (status memory) rather than an address-space failure inside V8.
+ */
+export function nodeMemory(l: SandboxLimits): { addressSpace: number; heapMb: number } {
+  return { addressSpace: Math.floor(l.memoryBytes) + NODE_EXTRA_AS_BYTES, heapMb: Math.max(16, Math.floor((l.memoryBytes * 3) / 4 / MIB)) };
+}
 
 export interface SandboxResult {
   status: SandboxStatus;
@@ -253,7 +292,8 @@ export function sandboxLevel(limits?: Partial<SandboxLimits>): string {
   else if (info.userNamespace) parts.push('user namespace (same uid outside)');
   else parts.push('same uid as Distillery');
   parts.push('scrubbed env', 'temp cwd');
-  return parts.join(' + ');
+  const nm = nodeMemory(l);
+  return `${parts.join(' + ')}; javascript: ${sandboxNode()} (as ${formatBytes(nm.addressSpace)}, heap ${nm.heapMb} MiB)`;
 }
 
 /** Keeps the first and last halves of a stream up to a cap, and counts everything. */
@@ -401,7 +441,8 @@ function errorResult(message: string, durationMs = 0): SandboxResult {
 }
 
 /** Runs one Python program in the sandbox. Never throws for the program's behaviour; sandbox failures are status 'error'. */
-export async function runProgram(program: string, limits?: Partial<SandboxLimits>): Promise<SandboxResult> {
+export async function runProgram(program: Program, limits?: Partial<SandboxLimits>): Promise<SandboxResult> {
+  const spec = specOf(program);
   const l = resolveLimits(limits);
   const info = sandboxInfo();
   if (!info.python) return errorResult(`sandbox unavailable: ${info.notes.join('; ')}`);
@@ -414,12 +455,17 @@ export async function runProgram(program: string, limits?: Partial<SandboxLimits
   }
   const started = Date.now();
   try {
-    const file = join(dir, 'program.py');
-    await writeFile(file, program, { mode: 0o600 });
+    const js = spec.language === 'javascript';
+    const file = join(dir, js ? 'program.js' : 'program.py');
+    await writeFile(file, spec.code, { mode: 0o600 });
+    const stdinFile = spec.stdin !== undefined ? join(dir, 'stdin.txt') : undefined;
+    if (stdinFile) await writeFile(stdinFile, spec.stdin!, { mode: 0o600 });
     if (info.dropUid !== null) {
       await chown(dir, info.dropUid, info.dropUid);
       await chown(file, info.dropUid, info.dropUid);
+      if (stdinFile) await chown(stdinFile, info.dropUid, info.dropUid);
     }
+    const nm = nodeMemory(l);
     const nonce = randomBytes(16).toString('hex');
     const args = [
       ...info.prefix.slice(1),
@@ -429,13 +475,17 @@ export async function runProgram(program: string, limits?: Partial<SandboxLimits
       LAUNCHER_SOURCE,
       file,
       String(Math.ceil(l.cpuSeconds)),
-      String(Math.floor(l.memoryBytes)),
+      String(js ? nm.addressSpace : Math.floor(l.memoryBytes)),
       String(Math.floor(l.fileSizeBytes)),
       String(Math.floor(l.openFiles)),
       String(Math.floor(l.processes)),
       String(info.dropUid ?? -1),
+      spec.language,
+      stdinFile ?? '-',
+      js ? sandboxNode() : '-',
+      String(nm.heapMb),
     ];
-    const result = await execute(info.prefix[0] ?? info.python, args, dir, sandboxEnv(dir), nonce, l, started);
+    const result = await execute(info.prefix[0] ?? info.python, args, dir, sandboxEnv(dir), nonce, l, started, spec.language);
     const cleanup = await removeDir(dir);
     if (cleanup) result.note = result.note ? `${result.note}; ${cleanup}` : cleanup;
     return result;
@@ -453,6 +503,7 @@ function execute(
   nonce: string,
   l: SandboxLimits,
   started: number,
+  language: SandboxLanguage = 'python',
 ): Promise<SandboxResult> {
   return new Promise((resolve) => {
     installExitHook();
@@ -511,7 +562,7 @@ function execute(
         resolve({ ...base, status: 'error', exitCode: null, signal: null, note: `could not start the sandbox: ${spawnError.message}` });
         return;
       }
-      resolve({ ...base, ...classify(parseReport(Buffer.concat(reports).toString('utf8'), nonce), exited, timedOut, flooded, e.text, l) });
+      resolve({ ...base, ...classify(parseReport(Buffer.concat(reports).toString('utf8'), nonce), exited, timedOut, flooded, e.text, l, language) });
     };
 
     child.on('error', (e) => {
@@ -538,6 +589,7 @@ function classify(
   flooded: boolean,
   stderr: string,
   l: SandboxLimits,
+  language: SandboxLanguage = 'python',
 ): Pick<SandboxResult, 'status' | 'exitCode' | 'signal' | 'note'> {
   const exitCode = r.exit ?? null;
   const signal = r.signal !== undefined ? signalName(r.signal) : null;
@@ -549,6 +601,7 @@ function classify(
     const last = stderr.trim().split('\n').pop() ?? '';
     return { status: 'error', exitCode: exited?.code ?? null, signal: exited?.signal ?? null, note: `the sandbox launcher did not report (${how})${last ? `: ${last}` : ''}` };
   }
+  if (language === 'javascript') return classifyNode(r, exitCode, signal, stderr, l);
   if (r.exit === 0 && r.child === 'pass') return { status: 'pass', exitCode: 0, signal: null };
   if (r.child === 'memory') return { status: 'memory', exitCode, signal, note: `MemoryError (address space limit ${formatBytes(l.memoryBytes)})` };
   if (r.signal !== undefined) {
@@ -564,6 +617,26 @@ function classify(
   else if (r.exit === 0 && r.child === undefined) note = 'the program exited (os._exit) before its end, so the tests did not all run';
   else if (signal) note = `killed by ${signal}`;
   return { status: 'fail', exitCode, signal, note };
+}
+
+const NODE_MEMORY_ERROR = /JavaScript heap out of memory|Fatal process (?:out of memory|OOM)|Array buffer allocation failed|RangeError: WebAssembly\.Memory\(\): could not allocate/;
+
+/**
+ * A node program's outcome, from its exit status (node was exec'd in place of the launcher's child, so there is
+ * no in-process report): exit 0 = pass; 97 = exited with 0 before the end of its top level (JS_RUNNER_SOURCE);
+ * V8's out-of-memory messages = memory; the CPU/SIGKILL rules as for Python.
+ */
+function classifyNode(r: Report, exitCode: number | null, signal: string | null, stderr: string, l: SandboxLimits): Pick<SandboxResult, 'status' | 'exitCode' | 'signal' | 'note'> {
+  if (r.exit === 0) return { status: 'pass', exitCode: 0, signal: null };
+  if (NODE_MEMORY_ERROR.test(stderr.slice(-8192))) return { status: 'memory', exitCode, signal, note: `out of memory (V8 heap ${nodeMemory(l).heapMb} MiB, address space ${formatBytes(nodeMemory(l).addressSpace)})` };
+  if (r.signal !== undefined) {
+    const cpu = r.cpu ?? 0;
+    if (signal === 'SIGXCPU' || (signal === 'SIGKILL' && cpu >= l.cpuSeconds)) return { status: 'timeout', exitCode, signal, note: `CPU time limit (${l.cpuSeconds} s)` };
+    if (signal === 'SIGKILL') return { status: 'memory', exitCode, signal, note: 'killed by SIGKILL (most likely the kernel OOM killer)' };
+    return { status: 'fail', exitCode, signal, note: `killed by ${signal}` };
+  }
+  if (r.exit === 97) return { status: 'fail', exitCode, signal, note: 'the program exited before its end, so the tests did not all run' };
+  return { status: 'fail', exitCode, signal, note: `node exited with code ${r.exit}` };
 }
 
 /** Counters of batch mode since the process started (for reports and tests). */
@@ -592,7 +665,7 @@ interface BatchFrame {
 /** Time allowed beyond the wall limit for the supervisor's own work (start-up, cleanup) between two frames. */
 const BATCH_SLACK_MS = 10_000;
 
-function batchResult(f: BatchFrame, l: SandboxLimits): SandboxResult {
+function batchResult(f: BatchFrame, l: SandboxLimits, language: SandboxLanguage = 'python'): SandboxResult {
   const report: Report = {};
   if (f.outcome?.startsWith('setup-error ')) report.setupError = f.outcome.slice('setup-error '.length);
   else if (f.outcome !== undefined) report.child = f.outcome;
@@ -603,7 +676,7 @@ function batchResult(f: BatchFrame, l: SandboxLimits): SandboxResult {
   const stdout = typeof f.stdout === 'string' ? f.stdout : '';
   const stderr = typeof f.stderr === 'string' ? f.stderr : '';
   const result: SandboxResult = {
-    ...classify(report, undefined, f.timedOut === true, f.flooded === true, stderr, l),
+    ...classify(report, undefined, f.timedOut === true, f.flooded === true, stderr, l, language),
     durationMs: typeof f.ms === 'number' ? f.ms : 0,
     stdout,
     stderr,
@@ -623,7 +696,7 @@ function batchResult(f: BatchFrame, l: SandboxLimits): SandboxResult {
  * the programs it had not reported are run again one by one with runProgram, so none is reported wrongly.
  */
 export async function runBatch(
-  programs: readonly string[],
+  programs: readonly Program[],
   limits?: Partial<SandboxLimits>,
   onResult?: (index: number, result: SandboxResult) => void,
 ): Promise<SandboxResult[]> {
@@ -671,10 +744,12 @@ export async function runBatch(
 function superviseBatch(
   info: SandboxInfo,
   dir: string,
-  programs: readonly string[],
+  programs: readonly Program[],
   l: SandboxLimits,
   deliver: (i: number, r: SandboxResult) => void,
 ): Promise<string | undefined> {
+  const specs = programs.map(specOf);
+  const nm = nodeMemory(l);
   return new Promise((resolve) => {
     installExitHook();
     const nonce = randomBytes(16).toString('hex');
@@ -688,6 +763,9 @@ function superviseBatch(
       String(info.dropUid ?? -1),
       String(Math.ceil(l.wallMs)),
       String(Math.floor(l.outputBytes)),
+      sandboxNode(),
+      String(nm.heapMb),
+      String(specs.some((s) => s.language === 'javascript') ? nm.addressSpace : Math.floor(l.memoryBytes)),
     ];
     const child = spawn(info.prefix[0] ?? info.python!, args, { cwd: dir, env: sandboxEnv(dir), detached: true, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
     const pgid = child.pid;
@@ -731,7 +809,7 @@ function superviseBatch(
       if (inFlightGroup !== null) activeGroups.delete(inFlightGroup);
       inFlightGroup = null;
       reported++;
-      deliver(i, batchResult(f, l));
+      deliver(i, batchResult(f, l, specs[i]!.language));
     };
     const reportStream = child.stdio[3] as NodeJS.ReadableStream;
     reportStream.on('data', (chunk: Buffer) => {
@@ -768,7 +846,7 @@ function superviseBatch(
     child.stdout!.on('data', () => {}); // the supervisor itself writes nothing; children have their own pipes
     child.stderr!.on('data', (c: Buffer) => errTail.push(c));
     for (const s of [child.stdin, child.stdout, child.stderr, reportStream]) (s as NodeJS.EventEmitter | null)?.on('error', () => {});
-    const payload = Buffer.from(JSON.stringify(programs), 'utf8');
+    const payload = Buffer.from(JSON.stringify(specs.map((s) => (s.language === 'python' && s.stdin === undefined ? s.code : s))), 'utf8');
     child.stdin!.write(`${nonce}\n${payload.length}\n`);
     child.stdin!.write(payload);
 
@@ -841,7 +919,7 @@ export function resolveBatchSize(programs: number, concurrency: number, batchSiz
  * (with its index in `programs`).
  */
 export async function runMany(
-  programs: readonly string[],
+  programs: readonly Program[],
   opts: RunManyOptions = {},
   onProgress?: (done: number, total: number, last: SandboxResult, index: number) => void,
 ): Promise<SandboxResult[]> {

@@ -7,7 +7,10 @@ import { UserError } from '../core/errors.js';
 import { bootstrapMeanCI, type BootstrapOptions } from './bootstrap.js';
 import { passAtK } from './passk.js';
 import { limitsForConcurrency, resolveConcurrency, runMany, sandboxInfo, sandboxLevel, SANDBOX_STATUSES, type SandboxLimits, type SandboxResult, type SandboxStatus } from './sandbox.js';
-import { programFor, type CodeTask, type CompletionFormat } from './tasks.js';
+import type { Program } from './sandbox.js';
+import { canonicalChecks, checksFor, type Check } from './formats/index.js';
+import { stdoutMatches } from './formats/compare.js';
+import type { CodeTask, CompletionFormat } from './tasks.js';
 
 export interface ScoreOptions {
   /** k values of pass@k (each 1 ≤ k ≤ n for every task). */
@@ -86,42 +89,19 @@ export async function scoreCompletions(
     throw new UserError(`the code sandbox cannot run: ${info.notes.join('; ')}`, 'install python3, or point DISTILLERY_SANDBOX_PYTHON at an interpreter');
   }
 
-  const programs: string[] = [];
+  // Each completion becomes one or more checks (stdin/stdout tasks: one run per test case); it passes when
+  // every check passes.
+  const checks: Check[][] = [];
   const owner: { task: number; index: number }[] = [];
   tasks.forEach((task, t) => {
     completions.get(task.id)!.forEach((c, index) => {
-      programs.push(programFor(task, c, opts.format));
+      checks.push(checksFor(task, c, opts.format));
       owner.push({ task: t, index });
     });
   });
-
-  // Identical programs (the same completion of the same task, which sampling produces often) run once and
-  // share the outcome: programs are deterministic (PYTHONHASHSEED is fixed), so a copy would get the same
-  // result. A flaky program (timing, randomness) gets one outcome for all its copies.
-  const unique: string[] = [];
-  const uniqueOf = new Map<string, number>();
-  const copies: number[] = [];
-  const slot = programs.map((p) => {
-    let u = uniqueOf.get(p);
-    if (u === undefined) {
-      u = unique.length;
-      uniqueOf.set(p, u);
-      unique.push(p);
-      copies.push(0);
-    }
-    copies[u]!++;
-    return u;
-  });
-
   const concurrency = resolveConcurrency(opts.concurrency);
   const limits = limitsForConcurrency(opts.limits, concurrency);
-  let done = 0;
-  const uniqueResults = await runMany(unique, { concurrency, limits }, (_done, _total, _last, u) => {
-    // Progress counts programs, copies included, so it still ends at programs.length.
-    for (let c = 0; c < copies[u]!; c++) onProgress?.(++done, programs.length);
-  });
-  const results = slot.map((u) => uniqueResults[u]!);
-
+  const { outcomes: results, executed } = await runChecks(checks, concurrency, limits, onProgress);
   const statusCounts = Object.fromEntries(SANDBOX_STATUSES.map((s) => [s, 0])) as Record<SandboxStatus, number>;
   const byTask: SandboxResult[][] = tasks.map(() => []);
   results.forEach((r, i) => {
@@ -159,9 +139,100 @@ export async function scoreCompletions(
     perTask,
     passAtK: passAtKSummary,
     n: results.length,
-    executed: unique.length,
+    executed,
     tasks: tasks.length,
     sandbox: sandboxLevel(limits),
     statusCounts,
   };
+}
+
+/**
+ * Runs groups of checks (one group per completion) and gives each group one outcome: the first check that did
+ * not pass (a run that passed but printed the wrong stdout is a `fail` with a "wrong answer" note), else the
+ * last check's result. Identical programs (the same completion of the same task, which sampling at low
+ * temperature produces often) run once and share their outcome: programs are deterministic (PYTHONHASHSEED is
+ * fixed), so a copy would get the same result; a flaky program gets one outcome for all its copies.
+ * `onProgress(done, total)` counts checks, copies included.
+ */
+export async function runChecks(
+  groups: readonly (readonly Check[])[],
+  concurrency: number,
+  limits: SandboxLimits,
+  onProgress?: (done: number, total: number) => void,
+): Promise<{ outcomes: SandboxResult[]; executed: number }> {
+  const unique: Program[] = [];
+  const uniqueOf = new Map<string, number>();
+  const copies: number[] = [];
+  const slots = groups.map((g) =>
+    g.map((c) => {
+      const key = typeof c.program === 'string' ? c.program : JSON.stringify(c.program);
+      let u = uniqueOf.get(key);
+      if (u === undefined) {
+        u = unique.length;
+        uniqueOf.set(key, u);
+        unique.push(c.program);
+        copies.push(0);
+      }
+      copies[u]!++;
+      return u;
+    }),
+  );
+  const total = slots.reduce((a, g) => a + g.length, 0);
+  let done = 0;
+  const results = await runMany(unique, { concurrency, limits }, (_done, _total, _last, u) => {
+    for (let c = 0; c < copies[u]!; c++) onProgress?.(++done, total);
+  });
+  const outcomes = groups.map((g, gi) => {
+    let last: SandboxResult | undefined;
+    for (let i = 0; i < g.length; i++) {
+      const r = results[slots[gi]![i]!]!;
+      const label = g[i]!.label ? ` (${g[i]!.label})` : '';
+      if (r.status !== 'pass') return label ? { ...r, note: `${r.note ? r.note + ' ' : ''}${label.trim()}` } : r;
+      const expected = g[i]!.expectedStdout;
+      if (expected !== undefined && !stdoutMatches(r.stdout, expected)) {
+        return { ...r, status: 'fail' as const, note: `wrong answer${label}: expected ${clip(expected)}, got ${clip(r.stdout)}` };
+      }
+      last = r;
+    }
+    if (!last) throw new Error('a completion produced no checks');
+    return last;
+  });
+  return { outcomes, executed: unique.length };
+}
+
+function clip(s: string): string {
+  return JSON.stringify(s.length > 200 ? s.slice(0, 200) + '…' : s);
+}
+
+export interface CanonicalResult {
+  id: string;
+  /** ok: the reference passed; failed: it did not (a harness or data bug); skipped: the task has no reference. */
+  status: 'ok' | 'failed' | 'skipped';
+  result?: SandboxResult;
+}
+
+/**
+ * Runs each task's reference solution through the harness exactly as a model's completion would run
+ * (--check-canonical). Any failure is a bug in the harness or in the data, never the model's.
+ */
+export async function checkCanonical(
+  tasks: readonly CodeTask[],
+  opts: { concurrency?: number; limits?: Partial<SandboxLimits> } = {},
+  onProgress?: (done: number, total: number) => void,
+): Promise<CanonicalResult[]> {
+  const info = sandboxInfo();
+  if (!info.python) {
+    throw new UserError(`the code sandbox cannot run: ${info.notes.join('; ')}`, 'install python3, or point DISTILLERY_SANDBOX_PYTHON at an interpreter');
+  }
+  const withRef = tasks.map((t) => ({ task: t, checks: canonicalChecks(t) }));
+  const runnable = withRef.filter((x) => x.checks !== undefined);
+  const concurrency = resolveConcurrency(opts.concurrency);
+  const limits = limitsForConcurrency(opts.limits, concurrency);
+  const { outcomes } = runnable.length ? await runChecks(runnable.map((x) => x.checks!), concurrency, limits, onProgress) : { outcomes: [] };
+  const byId = new Map(runnable.map((x, i) => [x.task.id, outcomes[i]!]));
+  return tasks.map((t) => {
+    const r = byId.get(t.id);
+    if (!r) return { id: t.id, status: 'skipped' as const };
+    return { id: t.id, status: r.status === 'pass' ? ('ok' as const) : ('failed' as const), result: r };
+  });
 }

@@ -21,8 +21,23 @@ export interface CodeTask {
   tests: string;
   /** The function under test (a Python identifier). */
   entry_point: string;
-  language?: 'python';
+  language?: 'python' | 'javascript';
+  /** The file format it was loaded from (src/eval/formats; default 'distillery', this file's format). */
+  format?: TaskFormat;
+  /** The reference solution as a continuation of `prompt` (for --check-canonical), when the format has one. */
+  canonical?: string;
+  /** The instruction sent to chat models (docs/eval-formats.md); default: built from `prompt`. */
+  chatPrompt?: string;
+  /** stdin/stdout tasks: each case runs the program with `input` on stdin and compares stdout to `output`. */
+  cases?: { input: string; output: string }[];
+  /** Code the program starts with in stdin/stdout tasks (the starter code); the completion follows it. */
+  preamble?: string;
+  /** Stop sequences at which a continuation is cut (MultiPL-E `stop_tokens`). */
+  stop?: string[];
 }
+
+/** Task file formats (docs/eval-formats.md). */
+export type TaskFormat = 'distillery' | 'humaneval' | 'humaneval-plus' | 'mbpp' | 'stdio' | 'multipl-e';
 
 /**
  * How completions are turned into programs:
@@ -129,20 +144,49 @@ function checkCall(task: CodeTask): string {
   return /^def check\s*\(/m.test(task.tests) ? `\n\ncheck(${task.entry_point})\n` : '';
 }
 
+const LANGUAGE_TAGS: Record<'python' | 'javascript', string[]> = {
+  python: ['python', 'py', 'python3', 'py3'],
+  javascript: ['javascript', 'js', 'node', 'nodejs', 'jsx', 'mjs', 'cjs'],
+};
+
+/** Where code starts in an answer without fences: a line that opens a definition, an import or a statement. */
+const CODE_START: Record<'python' | 'javascript', RegExp> = {
+  python: /^(?:def |async def |class |import |from \S+ import |@\w|[A-Za-z_][\w.]*\s*=[^=]|if __name__|for |while |print\()/,
+  javascript: /^(?:function[\s*]|async function|const |let |var |class |module\.exports|exports\.|'use strict'|"use strict"|import |require\()/,
+};
+
 /**
- * The code in a chat-style answer: the body of the last fenced ```python (or ```py) block; if there is none,
- * the last untagged ``` block; if there are no fences at all, the raw text. An unclosed final fence (a
- * truncated answer) counts as a block running to the end of the text.
+ * A line of prose before bare code: no code punctuation (`=`, brackets, `#`, `;`), starting at column 0 with a
+ * word, and either ending in `.`, `:` or `!` or at least four words long ("Here is the solution:").
  */
-export function extractCode(text: string): string {
+const PROSE = /^(?=[A-Za-z])[^=()[\]{}#;]*$/;
+const proseLike = (l: string): boolean => PROSE.test(l) && (/[.:!]\s*$/.test(l) || l.trim().split(/\s+/).length >= 4);
+
+/**
+ * The code in a chat-style answer:
+ * 1. the body of the last fenced block tagged with the language (```python / ```py / ```python3 for Python,
+ *    ```javascript / ```js / ```node … for JavaScript); else the last untagged ``` block; a fence tagged with
+ *    another language is ignored. An unclosed final fence (a truncated answer) counts as a block running to the
+ *    end of the text.
+ * 2. With no usable fence, bare code: when the text starts with prose and a later line starts code (a `def`,
+ *    `import`, `class`… at column 0), the prose before it is dropped; otherwise the raw text is returned — which
+ *    also keeps a function body (indented lines) that continues the prompt as it is.
+ */
+export function extractCode(text: string, language: 'python' | 'javascript' = 'python'): string {
   const fence = /^[ \t]*```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n([\s\S]*?)(?:^[ \t]*```[ \t]*$|(?![\s\S]))/gm;
-  let lastPython: string | undefined;
+  let lastTagged: string | undefined;
   let lastPlain: string | undefined;
   for (let m = fence.exec(text); m !== null; m = fence.exec(text)) {
     const lang = m[1]!.toLowerCase();
     const body = m[2]!.replace(/\n$/, '');
-    if (lang === 'python' || lang === 'py' || lang === 'python3') lastPython = body;
+    if (LANGUAGE_TAGS[language].includes(lang)) lastTagged = body;
     else if (lang === '') lastPlain = body;
   }
-  return lastPython ?? lastPlain ?? text;
+  const fenced = lastTagged ?? lastPlain;
+  if (fenced !== undefined) return fenced;
+  const lines = text.split('\n');
+  const first = lines.findIndex((l) => l.trim() !== '');
+  if (first < 0 || !proseLike(lines[first]!) || CODE_START[language].test(lines[first]!)) return text;
+  const start = lines.findIndex((l) => CODE_START[language].test(l));
+  return start > 0 ? lines.slice(start).join('\n') : text;
 }
