@@ -682,6 +682,11 @@ test('character-level tokenizer: F32 export gives transformers\' next-token log-
   t.diagnostic(`greedy: ${ref.greedy.length} × ${CHAR_GREEDY_TOKENS} tokens identical (smallest top-1/top-2 gap in transformers: ${Math.min(...ref.greedy.map((g) => g.min_margin)).toFixed(2)} nats)`);
 });
 
+/** A long greedy completion (up to 300 tokens). */
+function ask2(s: { client: { completions: { create: (b: { model: string; prompt: string; max_tokens: number; temperature: number }) => Promise<{ choices: Array<{ finish_reason: string; text: string }>; usage?: unknown }> } } }, model: string, prompt: string) {
+  return s.client.completions.create({ model, prompt, max_tokens: 300, temperature: 0 });
+}
+
 test('character-level model end to end: vault import, export --type f32, serve; the openai client gets the engine\'s greedy text', { skip: VENV_MISSING, timeout: 180_000 }, async (t) => {
   const { model: modelDir, ref } = charModel();
   const home = join(tempDir(), 'home');
@@ -701,6 +706,10 @@ test('character-level model end to end: vault import, export --type f32, serve; 
       assert.equal(engine.choices[0]!.text, g.out_text, `engine, ${JSON.stringify(g.text)}`);
       assert.equal(llama.choices[0]!.text, g.out_text, `llama.cpp, ${JSON.stringify(g.text)}`);
       assert.deepEqual(llama.usage, engine.usage);
+      assert.equal(llama.choices[0]!.finish_reason, engine.choices[0]!.finish_reason);
+      // Long enough for the model to end by itself: both backends must say so the same way, with equal counts.
+      const [e2, l2] = [await ask2(s, 'char', g.text), await ask2(s, 'char-gguf-f32', g.text)];
+      assert.deepEqual([l2.choices[0]!.finish_reason, l2.usage, l2.choices[0]!.text], [e2.choices[0]!.finish_reason, e2.usage, e2.choices[0]!.text]);
     }
     // A prompt with characters outside the alphabet is answered (llama.cpp drops them), and the server lives on.
     const odd = await s.client.completions.create({ model: 'char-gguf-f32', prompt: 'Hello 🎉\tx = 1', max_tokens: 5, temperature: 0 });

@@ -238,9 +238,10 @@ async function complete(id: number, job: CompletionJob, stream: boolean): Promis
     };
 
     if (job.logprobs === null) {
+      // yieldEogToken: without it the generator just ends at end-of-generation, which would read as `length`.
       const options = job.temperature === 0
-        ? { temperature: 0 }
-        : { temperature: job.temperature, topK: job.topK, topP: job.topP, minP: job.minP, seed: job.seed >>> 0 };
+        ? { temperature: 0, yieldEogToken: true }
+        : { temperature: job.temperature, topK: job.topK, topP: job.topP, minP: job.minP, seed: job.seed >>> 0, yieldEogToken: true };
       const it = seq.evaluate(prompt, options);
       try {
         for await (const token of it) if (take(token, null)) break;
