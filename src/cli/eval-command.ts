@@ -2,7 +2,9 @@ import type { Command } from 'commander';
 import { EngineWorker } from '../engine/worker.js';
 import { checkDecoding, describeDecoding, type Decoding } from '../engine/decoding.js';
 import { evaluateModel, evalCacheDir, checkPassAtK } from '../eval/run.js';
-import { loadTaskFile, TASK_FORMATS } from '../eval/formats/index.js';
+import { loadTaskFile, promptFor, TASK_FORMATS } from '../eval/formats/index.js';
+import { describeRetention, evaluateRetention, RETENTION_DEFAULT_DECODING } from '../eval/retention/index.js';
+import type { Sampler } from '../sampling/sampler.js';
 import { checkCanonical } from '../eval/score.js';
 import { sandboxLevel, limitsForConcurrency, resolveConcurrency } from '../eval/sandbox.js';
 import type { TaskFormat } from '../eval/tasks.js';
@@ -16,9 +18,10 @@ import { formatPassAt } from './format.js';
 export function registerEvalCommand(program: Command): void {
   const cmd = program
     .command('eval')
-    .description('Evaluate a model on code tasks: n samples per task, run in a sandbox, pass@k with bootstrap confidence intervals.')
+    .description('Evaluate a model on code tasks (n samples per task, run in a sandbox, pass@k with bootstrap confidence intervals), or on the retention suite.')
     .option('--model <ref>', 'NAME[:VERSION] from the vault, or a model folder (with --sampler http: a label for the server\'s model)')
-    .requiredOption('--tasks <file>', 'task JSONL: HumanEval(+), MBPP, stdin/stdout, MultiPL-E JS or {"id", "prompt", "tests", "entry_point"} (docs/eval-formats.md)')
+    .option('--tasks <file>', 'task JSONL: HumanEval(+), MBPP, stdin/stdout, MultiPL-E JS or {"id", "prompt", "tests", "entry_point"} (docs/eval-formats.md)')
+    .option('--suite <name>', 'retention: the built-in general probes (arithmetic, facts, instruction checks) instead of --tasks, to see what a recipe cost elsewhere')
     .option('--format <name>', `task file format, detected from the first record unless given: ${TASK_FORMATS.join(', ')}`)
     .option('--check-canonical', 'run each task\'s reference solution through the harness instead of model samples (no model needed); any failure is a harness or data bug, exit code 1')
     .option('--n <n>', 'samples per task', int, 10)
@@ -38,9 +41,18 @@ for what the sandbox isolates). Generations are cached, so repeating an evaluati
 Examples:
   distillery eval --model mymodel:2 --tasks tasks.jsonl --n 10 --k 1,5 --temperature 0.2 --stop '\\n\\n'
   distillery eval --sampler http --endpoint http://127.0.0.1:8000/v1 --tasks tasks.jsonl --n 10   (a vLLM server)
-  distillery eval --tasks HumanEval.jsonl --check-canonical   (checks the harness and the data, no model)`,
+  distillery eval --tasks HumanEval.jsonl --check-canonical   (checks the harness and the data, no model)
+  distillery eval --model mymodel:2 --suite retention            (greedy; 132 probes scored by program)`,
   );
   cmd.action(async (opts: Record<string, unknown>) => {
+    if (opts.suite !== undefined) {
+      if (opts.suite !== 'retention') throw new UserError(`unknown --suite ${JSON.stringify(opts.suite)}: the built-in suite is retention`);
+      if (opts.tasks !== undefined || opts.checkCanonical || opts.format !== undefined) throw new UserError('--suite retention brings its own tasks: leave out --tasks, --format and --check-canonical');
+      // One greedy answer per probe unless --n is given (the code default of 10 samples is not meant here).
+      await runRetention({ ...opts, n: cmd.getOptionValueSource('n') === 'default' ? 1 : opts.n });
+      return;
+    }
+    if (opts.tasks === undefined) throw new UserError('--tasks FILE is required (or --suite retention)');
     const decoding = checkDecoding({
       ...EVAL_DEFAULT_DECODING,
       ...decodingFromFlags(opts),
@@ -56,13 +68,7 @@ Examples:
       await runCheckCanonical(opts.tasks as string, format, tasks, Boolean(opts.json));
       return;
     }
-    const viaHttp = opts.sampler === 'http';
-    if (!viaHttp && opts.model === undefined) throw new UserError('--model is required (or --sampler http --endpoint URL to evaluate what a server serves)');
-    const evaluate = async (worker: EngineWorker | undefined) => {
-      // Over HTTP the weights are the server's: no engine starts, and --model only labels the result.
-      const model = worker ? await takeModel(opts.model as string) : { ref: (opts.model as string | undefined) ?? '', dir: '', digest: '' };
-      const { sampler, identity } = await samplerFromFlags(opts, worker ? { worker, dir: model.dir, digest: model.digest, ref: model.ref } : null);
-      if (!worker && model.ref === '') model.ref = sampler.describe();
+    await withSampler(opts, async ({ model, sampler, identity, worker }) => {
       const summary = await evaluateModel({
         worker,
         sampler,
@@ -79,7 +85,7 @@ Examples:
       if (opts.json) {
         // The exact prompt text given to the sampler for each task (with --chat-template it is wrapped in the
         // model's chat template on the way).
-        const prompts = tasks.map((t) => ({ id: t.id, prompt: t.prompt }));
+        const prompts = tasks.map((t) => ({ id: t.id, prompt: promptFor(t, decoding.chat_template ? 'chat' : 'continuation') }));
         process.stdout.write(JSON.stringify({ model: model.ref, task_format: format, ...summary, prompts }, null, 2) + '\n');
         return;
       }
@@ -87,9 +93,39 @@ Examples:
       for (const [k, v] of Object.entries(summary.pass_at_k)) console.log(`  pass@${k}: ${formatPassAt(v)}`);
       console.log(`  outcomes: ${Object.entries(summary.status_counts).map(([s, c]) => `${s} ${c}`).join(', ')}`);
       console.log(`  sandbox: ${summary.sandbox}`);
-    };
-    if (viaHttp) await evaluate(undefined);
-    else await EngineWorker.using(evaluate);
+    });
+  });
+}
+
+/**
+ * Runs `fn` with the model and sampler the flags name. Over HTTP the weights are the server's: no engine
+ * starts, and --model only labels the result.
+ */
+async function withSampler(
+  opts: Record<string, unknown>,
+  fn: (s: { model: { ref: string; dir: string; digest: string }; sampler: Sampler; identity: string; worker: EngineWorker | undefined }) => Promise<void>,
+): Promise<void> {
+  const viaHttp = opts.sampler === 'http';
+  if (!viaHttp && opts.model === undefined) throw new UserError('--model is required (or --sampler http --endpoint URL to evaluate what a server serves)');
+  const run = async (worker: EngineWorker | undefined) => {
+    const model = worker ? await takeModel(opts.model as string) : { ref: (opts.model as string | undefined) ?? '', dir: '', digest: '' };
+    const { sampler, identity } = await samplerFromFlags(opts, worker ? { worker, dir: model.dir, digest: model.digest, ref: model.ref } : null);
+    if (!worker && model.ref === '') model.ref = sampler.describe();
+    await fn({ model, sampler, identity, worker });
+  };
+  if (viaHttp) await run(undefined);
+  else await EngineWorker.using(run);
+}
+
+/** --suite retention: the built-in probes, greedy by default, scored by program. */
+async function runRetention(opts: Record<string, unknown>): Promise<void> {
+  const decoding = checkDecoding({ ...RETENTION_DEFAULT_DECODING, ...decodingFromFlags(opts), chat_template: Boolean(opts.chatTemplate) } as Decoding);
+  await withSampler(opts, async ({ model, sampler, identity }) => {
+    const summary = await evaluateRetention({
+      sampler, modelDigest: identity, decoding, n: opts.n as number, cacheDir: evalCacheDir(), quiet: Boolean(opts.quiet),
+    });
+    if (opts.json) process.stdout.write(JSON.stringify({ model: model.ref, ...summary }, null, 2) + '\n');
+    else console.log(describeRetention(summary, model.ref).join('\n'));
   });
 }
 

@@ -51,7 +51,8 @@ export async function samplerFromFlags(
     if (local === null) throw new Error('the llama sampler needs a vault model');
     const gguf = ggufFor(local.ref, opts.gguf as string | undefined);
     const digest = getManifest(gguf).digest;
-    return { sampler: new LlamaSampler(gguf, { concurrency: opts.concurrency as number | undefined }), identity: `llama:${digest}` };
+    // The GGUF's own digest: its results belong to that vault model (report finds them under it).
+    return { sampler: new LlamaSampler(gguf, { concurrency: opts.concurrency as number | undefined }), identity: digest };
   }
   const sampler = new HttpSampler({ endpoint: opts.endpoint as string, model: opts.endpointModel as string | undefined, concurrency: opts.concurrency as number | undefined });
   const model = await sampler.resolveModel();

@@ -34,11 +34,21 @@ export function engineCommand(): EngineCommand {
   };
   // CPU threads for torch: its default (one per core) is fastest on an idle machine; on a busy one, fewer
   // threads avoid OpenMP spinning against other processes (DISTILLERY_THREADS=1).
-  const threads = process.env.DISTILLERY_THREADS;
-  if (threads) {
-    if (!/^[1-9][0-9]*$/.test(threads)) throw new UserError(`DISTILLERY_THREADS must be a whole number ≥ 1 (got "${threads}")`);
-    env.OMP_NUM_THREADS = threads;
-    env.MKL_NUM_THREADS = threads;
+  const threads = threadsSetting();
+  if (threads !== null) {
+    env.OMP_NUM_THREADS = String(threads);
+    env.MKL_NUM_THREADS = String(threads);
   }
   return { python, env };
+}
+
+/**
+ * DISTILLERY_THREADS, the CPU threads every backend uses (torch in the engine, llama.cpp), or null when unset
+ * (each backend then uses every core). On a busy machine fewer threads avoid spinning against other processes.
+ */
+export function threadsSetting(): number | null {
+  const threads = process.env.DISTILLERY_THREADS;
+  if (!threads) return null;
+  if (!/^[1-9][0-9]*$/.test(threads)) throw new UserError(`DISTILLERY_THREADS must be a whole number ≥ 1 (got "${threads}")`);
+  return Number(threads);
 }

@@ -12,7 +12,8 @@ import type { Sampler } from '../sampling/sampler.js';
 import type { Decoding } from '../engine/decoding.js';
 import { shortHash } from '../runs/run.js';
 import { HARNESS_VERSION } from './version.js';
-import type { CodeTask } from './tasks.js';
+import type { CodeTask, CompletionFormat } from './tasks.js';
+import { promptFor } from './formats/index.js';
 import { scoreCompletions, type ScoreResult } from './score.js';
 
 /** Where generations and summaries are cached, shared by every command that evaluates. */
@@ -62,6 +63,8 @@ export interface EvalSummary {
   /** The evaluation harness that produced this (stats and report code read it). */
   harness_version: string;
   suite: 'code';
+  /** base (the model continues the prompt) or chat (an instruction; the code is extracted), as retention names them. */
+  prompt_format: 'base' | 'chat';
   seconds: { generate: number; execute: number };
 }
 
@@ -91,8 +94,13 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
   const bar = startProgress(`${label}: generate`, { total, unit: 'samples', quiet: req.quiet });
   if (!req.sampler && !req.worker) throw new Error('evaluateModel needs a sampler or an engine worker');
   const sampler = req.sampler ?? new EngineSampler(req.worker!, req.modelDir, { batchSize: req.batchSize });
+  // A chat model gets each format's chat prompt (an instruction asking for the code) and its answer's code is
+  // extracted; a base model continues the prompt. The exact texts sent are kept beside the samples.
+  const mode: CompletionFormat = req.decoding.chat_template ? 'chat' : 'continuation';
+  const prompts = req.tasks.map((t) => promptFor(t, mode));
+  writeFileAtomicSync(join(dir, 'prompts.jsonl'), req.tasks.map((t, i) => JSON.stringify({ id: t.id, prompt: prompts[i] })).join('\n') + '\n');
   await sampler.sample({
-    prompts: req.tasks.map((t) => t.prompt),
+    prompts,
     n: req.n,
     decoding: req.decoding,
     outputFile: join(dir, 'samples.jsonl'),
@@ -109,7 +117,7 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
 
   const execStart = Date.now();
   const ebar = startProgress(`${label}: execute`, { total, unit: 'programs', quiet: req.quiet });
-  const scored: ScoreResult = await scoreCompletions(req.tasks, completions, { k: req.k }, (done) => ebar.update(done));
+  const scored: ScoreResult = await scoreCompletions(req.tasks, completions, { k: req.k, format: mode }, (done) => ebar.update(done));
   ebar.done(`${total} programs`);
   const summary: EvalSummary = {
     model_digest: req.modelDigest,
@@ -124,6 +132,7 @@ export async function evaluateModel(req: EvalRequest): Promise<EvalSummary> {
     per_task: scored.perTask.map((t) => ({ id: t.id, n: t.n, correct: t.correct, outcomes: t.outcomes })),
     harness_version: HARNESS_VERSION,
     suite: 'code',
+    prompt_format: mode === 'chat' ? 'chat' : 'base',
     seconds: { generate: genSeconds, execute: (Date.now() - execStart) / 1000 },
   };
   writeFileAtomicSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');

@@ -2,6 +2,7 @@ import { UserError } from '../core/errors.js';
 import { distilleryHome } from '../core/paths.js';
 import { describeModel, DEFAULT_LLAMA_CONTEXT } from '../server/registry.js';
 import { LlamaBackend } from '../server/backends/llama.js';
+import { BackendCrashed } from '../server/backends/types.js';
 import { anyMissing, drawMissing } from './samples-file.js';
 import type { SampleRequest, SampleResult, Sampler } from './sampler.js';
 
@@ -62,7 +63,10 @@ export class LlamaSampler implements Sampler {
         const r = await backend!.complete({
           prompt: prompt(text), temperature: d.temperature, topP: d.top_p, topK: d.top_k, minP: d.min_p,
           seed, maxTokens: d.max_tokens, stop: d.stop, logprobs: null,
-        }, null, signal);
+        }, null, signal).catch((e: unknown) => {
+          // A crash of llama.cpp ends the sampling with a message; what was drawn stays for a resume.
+          throw e instanceof BackendCrashed ? new UserError(`llama.cpp stopped while sampling ${this.ref}: ${e.why}`, 'run the same command again to resume') : e;
+        });
         return { text: r.text, finish: r.finishReason };
       });
     } finally {

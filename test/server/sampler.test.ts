@@ -6,6 +6,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { packageRoot } from '../../src/core/paths.js';
 import { join } from 'node:path';
 import type { Decoding } from '../../src/engine/decoding.js';
 import { HttpSampler } from '../../src/sampling/http.js';
@@ -70,4 +72,23 @@ test('the llama.cpp sampler on a vault GGUF: greedy text; --sampler llama finds 
   assert.deepEqual(lines(out).map((l) => l.completion), [GOLDEN, GOLDEN]);
   const again = await new LlamaSampler(gguf, { home }).sample({ prompts: [PROMPT, PROMPT], n: 1, decoding: greedy, outputFile: out });
   assert.equal(again.resumed, 2, 'nothing left to draw: the model is not even loaded');
+});
+
+test('eval --suite retention through the llama.cpp sampler, then distillery report on the model', { skip, timeout: 180_000 }, async () => {
+  const home = tempDir('distillery-retention-cli-');
+  const env = { ...process.env, DISTILLERY_HOME: home, DISTILLERY_THREADS: '1' };
+  const bin = join(packageRoot(), 'bin', 'distillery.js');
+  const run = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8', timeout: 150_000 });
+  assert.equal(run(['vault', 'import', storiesDir!, '--name', 'stories']).status, 0);
+  assert.equal(run(['export', 'stories', '--type', 'f32', '-q']).status, 0);
+  const r = run(['eval', '--model', 'stories', '--sampler', 'llama', '--suite', 'retention', '--json', '-q']);
+  assert.equal(r.status, 0, r.stderr);
+  const summary = JSON.parse(r.stdout) as { tasks: number; n: number; prompt_format: string; harness_version: string; licence?: string; license?: string };
+  assert.deepEqual([summary.tasks, summary.n, summary.prompt_format], [132, 1, 'base']);
+  assert.match(summary.harness_version, /^distillery-eval\//);
+  assert.match(run(['eval', '--model', 'stories', '--suite', 'retention', '--tasks', 'x.jsonl']).stderr, /--suite retention brings its own tasks/);
+  const out = join(tempDir(), 'report.html');
+  const rep = run(['report', 'stories-gguf-f32', '-o', out, '--json', '-']);
+  assert.equal(rep.status, 0, rep.stderr);
+  assert.match(readFileSync(out, 'utf8'), /<td>stories-gguf-f32:1<\/td><td>retention<\/td>/);
 });

@@ -1,3 +1,4 @@
+import { threadsSetting } from '../../engine/python.js';
 import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +22,7 @@ export interface LlamaBackendOptions {
   /** Concurrent requests: one context sequence each. */
   sequences: number;
   vocabSize: number | null;
-  /** Threads for llama.cpp (default: the machine's available parallelism). */
+  /** Threads for llama.cpp (default: DISTILLERY_THREADS, else the machine's available parallelism). */
   threads?: number;
   gpu?: 'auto' | false;
   /** Lines from the child's stderr (llama.cpp warnings). */
@@ -63,7 +64,7 @@ export class LlamaBackend implements Backend {
   }
 
   static async start(opts: LlamaBackendOptions): Promise<LlamaBackend> {
-    const threads = opts.threads ?? Math.max(1, availableParallelism());
+    const threads = opts.threads ?? threadsSetting() ?? Math.max(1, availableParallelism());
     const stderr = new StderrTail();
     const child = fork(CHILD, [], {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
