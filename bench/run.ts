@@ -7,8 +7,9 @@
  *   npm run bench -- --threads 1           torch CPU threads per process (default: torch's own default)
  *   npm run bench -- --models qwen3-20m    a subset of bench/models.json
  *   npm run bench -- --no-trl              skip the TRL side (no extra Python packages needed)
- *   npm run bench -- --workloads onpolicy  a subset of the workloads: sample, train, onpolicy, vault
+ *   npm run bench -- --workloads onpolicy  a subset of the workloads: sample, train, onpolicy, vault, serve
  *   npm run bench -- --vault-size-mb 1024  size of the vault workload's weight file (bench/vault-bench.ts)
+ *   npm run bench -- --workloads serve     serving, sampling backends and GGUF export (bench/serve-bench.ts)
  *
  * The `onpolicy` workload times optimizer steps of the engine's onpolicy job against TRL's SDFTTrainer
  * (bench/bench_onpolicy.py; bench/gpu-onpolicy runs the same comparison at Qwen3-0.6B size on a GPU).
@@ -24,6 +25,7 @@ import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rm
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runServeBench, serveTable } from './serve-bench.js';
 import { runVaultBench, vaultTable } from './vault-bench.js';
 
 // dist/bench/run.js → the package root
@@ -47,10 +49,12 @@ interface Options {
   workloads: Set<Workload>;
   onpolicyTeachers: string[];
   vaultSizeMb: number | null;
+  serveModel: string;
+  serveEngine: boolean;
 }
 
-type Workload = 'sample' | 'train' | 'onpolicy' | 'vault';
-const WORKLOADS: Workload[] = ['sample', 'train', 'onpolicy', 'vault'];
+type Workload = 'sample' | 'train' | 'onpolicy' | 'vault' | 'serve';
+const WORKLOADS: Workload[] = ['sample', 'train', 'onpolicy', 'vault', 'serve'];
 
 interface Plan {
   sampleWarmup: number;
@@ -88,10 +92,13 @@ const USAGE = `usage: npm run bench -- [--quick] [--models a,b] [--workloads a,b
 
   --quick        short run: 1 warm-up + 1 timed sampling call, 1 + 2 training steps, no diagnostic variants
   --models a,b   models from bench/models.json (default: all)
-  --workloads a,b  sample, train, onpolicy, vault (default: all)
+  --workloads a,b  sample, train, onpolicy, vault, serve (default: all)
   --vault-size-mb N  the vault workload's file size (default 1024; 256 with --quick)
+  --serve-model M    the serve workload's model from bench/models.json (default qwen3-20m)
+  --no-serve-engine  the serve workload without the Python engine (llama.cpp and HTTP only)
   --onpolicy-teacher frozen,ema  teacher kinds for the onpolicy workload (default: frozen)
-  --threads N    torch CPU threads in every benchmark process (default: DISTILLERY_THREADS, else torch's default)
+  --threads N    torch CPU threads in every benchmark process, and llama.cpp threads in the serve workload
+                 (default: DISTILLERY_THREADS, else torch's default / every core for llama.cpp)
   --device D     auto (default) | cpu | cuda | cuda:N
   --dtype T      auto (default) | float32 | bfloat16
   --no-trl       skip the TRL side (and its package install)
@@ -103,7 +110,7 @@ function parseArgs(argv: string[]): Options {
   const opts: Options = {
     quick: false, models: null, threads: Number.isInteger(envThreads) && envThreads > 0 ? envThreads : 0,
     device: null, dtype: null, trl: true, keep: false, workloads: new Set(WORKLOADS), onpolicyTeachers: ['frozen'],
-    vaultSizeMb: null,
+    vaultSizeMb: null, serveModel: 'qwen3-20m', serveEngine: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -133,6 +140,8 @@ function parseArgs(argv: string[]): Options {
         opts.vaultSizeMb = n;
         break;
       }
+      case '--serve-model': opts.serveModel = value(); break;
+      case '--no-serve-engine': opts.serveEngine = false; break;
       case '--threads': {
         const n = Number(value());
         if (!Number.isInteger(n) || n < 0) throw new Error('--threads must be a non-negative integer');
@@ -370,6 +379,22 @@ async function main(): Promise<number> {
     console.log(`\n${vaultTable(vault)}\n\nresults: ${outFile.slice(ROOT.length + 1)}`);
     return 0;
   }
+  // The serve workload (node-llama-cpp, the server, the samplers, GGUF export) runs in this process and its
+  // children; it needs the engine's Python only to build its models (and for its engine-backend rows).
+  const serveStarted = new Date();
+  const serve = opts.workloads.has('serve')
+    ? await runServeBench({ quick: opts.quick, threads: opts.threads, model: opts.serveModel, engine: opts.serveEngine,
+      catalog: join(BENCH, 'models.json') }, log)
+    : null;
+  if (serve && opts.workloads.size === 1) {
+    const resultsDir = join(BENCH, 'results');
+    mkdirSync(resultsDir, { recursive: true });
+    const outFile = join(resultsDir, `${serveStarted.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-')}-serve.json`);
+    writeFileSync(outFile, `${JSON.stringify({ command: `npm run bench -- ${process.argv.slice(2).join(' ')}`, started: serveStarted.toISOString(),
+      loadavg: loadavg(), serve }, null, 2)}\n`);
+    console.log(`\n${serveTable(serve)}\n\nresults: ${outFile.slice(ROOT.length + 1)} (${serve.seconds.toFixed(0)} s)`);
+    return serve.errors.length ? 1 : 0;
+  }
   const plan = planFor(opts);
   const py = python();
   const started = new Date();
@@ -473,6 +498,7 @@ async function main(): Promise<number> {
     plan,
     host,
     vault,
+    serve,
     models: meta,
     summary: rows.map((r) => ({
       model: r.model, workload: r.workload, reference: r.reference,
@@ -501,6 +527,7 @@ async function main(): Promise<number> {
     console.log(onpolicy);
   }
   if (vault) console.log(`\n${vaultTable(vault)}`);
+  if (serve) console.log(`\n${serveTable(serve)}`);
   const loads = measurements.flatMap((m) => m.results.flatMap((r) => (Array.isArray(r.loadavg_1m) ? (r.loadavg_1m as number[]) : [])));
   if (loads.length) {
     console.log(`\n1-minute load average during the timed parts: ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} ` +
@@ -511,7 +538,8 @@ async function main(): Promise<number> {
   else rmSync(work, { recursive: true, force: true });
 
   const failed = measurements.filter((m) => m.error);
-  if (failed.length) {
+  if (serve?.errors.length) console.error(`\nserve workload: ${serve.errors.length} part(s) failed: ${serve.errors.join('; ')}`);
+  if (failed.length || serve?.errors.length) {
     console.error(`\n${failed.length} measurement(s) failed: ${failed.map((m) => `${m.model} ${m.label}`).join('; ')} (see the log)`);
     return 1;
   }

@@ -3,7 +3,9 @@ import { EngineWorker } from '../engine/worker.js';
 import { checkDecoding, describeDecoding, type Decoding } from '../engine/decoding.js';
 import { evaluateModel, evalCacheDir, checkPassAtK } from '../eval/run.js';
 import { loadTaskFile, promptFor, TASK_FORMATS } from '../eval/formats/index.js';
-import { describeRetention, evaluateRetention, RETENTION_DEFAULT_DECODING } from '../eval/retention/index.js';
+import { describeRetention, evaluateRetention, RETENTION_DEFAULT_DECODING, type RetentionRequest } from '../eval/retention/index.js';
+import { looksLikeQaFile, parseQaFile } from '../eval/qa.js';
+import { readFile } from 'node:fs/promises';
 import type { Sampler } from '../sampling/sampler.js';
 import { checkCanonical } from '../eval/score.js';
 import { sandboxLevel, limitsForConcurrency, resolveConcurrency } from '../eval/sandbox.js';
@@ -22,7 +24,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--model <ref>', 'NAME[:VERSION] from the vault, or a model folder (with --sampler http: a label for the server\'s model)')
     .option('--tasks <file>', 'task JSONL: HumanEval(+), MBPP, stdin/stdout, MultiPL-E JS or {"id", "prompt", "tests", "entry_point"} (docs/eval-formats.md)')
     .option('--suite <name>', 'retention: the built-in general probes (arithmetic, facts, instruction checks) instead of --tasks, to see what a recipe cost elsewhere')
-    .option('--format <name>', `task file format, detected from the first record unless given: ${TASK_FORMATS.join(', ')}`)
+    .option('--format <name>', `task file format, detected from the first record unless given: ${[...TASK_FORMATS, 'qa'].join(', ')} (qa: {"question", "answer", "aliases"?} lines, matched, not executed)`)
     .option('--check-canonical', 'run each task\'s reference solution through the harness instead of model samples (no model needed); any failure is a harness or data bug, exit code 1')
     .option('--n <n>', 'samples per task', int, 10)
     .option('--k <list>', 'pass@k values, e.g. 1,5', intList, [1])
@@ -53,6 +55,13 @@ Examples:
       return;
     }
     if (opts.tasks === undefined) throw new UserError('--tasks FILE is required (or --suite retention)');
+    if (opts.format === 'qa' || (opts.format === undefined && (await looksLikeQaFile(opts.tasks as string)))) {
+      if (opts.checkCanonical) throw new UserError('--check-canonical applies to code tasks (a question/answer set has no program to run)');
+      const file = opts.tasks as string;
+      const qa = { ...parseQaFile(await readFile(file, 'utf8'), file), source: file };
+      await runRetention({ ...opts, n: cmd.getOptionValueSource('n') === 'default' ? 1 : opts.n }, qa);
+      return;
+    }
     const decoding = checkDecoding({
       ...EVAL_DEFAULT_DECODING,
       ...decodingFromFlags(opts),
@@ -117,12 +126,12 @@ async function withSampler(
   else await EngineWorker.using(run);
 }
 
-/** --suite retention: the built-in probes, greedy by default, scored by program. */
-async function runRetention(opts: Record<string, unknown>): Promise<void> {
+/** --suite retention (the built-in probes) or a question/answer file: greedy by default, scored by program. */
+async function runRetention(opts: Record<string, unknown>, qa?: RetentionRequest['qa']): Promise<void> {
   const decoding = checkDecoding({ ...RETENTION_DEFAULT_DECODING, ...decodingFromFlags(opts), chat_template: Boolean(opts.chatTemplate) } as Decoding);
   await withSampler(opts, async ({ model, sampler, identity }) => {
     const summary = await evaluateRetention({
-      sampler, modelDigest: identity, decoding, n: opts.n as number, cacheDir: evalCacheDir(), quiet: Boolean(opts.quiet),
+      sampler, modelDigest: identity, decoding, n: opts.n as number, cacheDir: evalCacheDir(), quiet: Boolean(opts.quiet), qa,
     });
     if (opts.json) process.stdout.write(JSON.stringify({ model: model.ref, ...summary }, null, 2) + '\n');
     else console.log(describeRetention(summary, model.ref).join('\n'));

@@ -180,7 +180,7 @@ test('evaluateRetention: generates through the sampler, scores, records settings
     assert.equal(s.prompt_format, 'base');
     assert.equal(s.seed, 50);
     assert.deepEqual(s.decoding, RETENTION_DEFAULT_DECODING);
-    assert.match(s.licence, /MIT/);
+    assert.match(s.licence ?? '', /MIT/);
     const lines = describeRetention(s, 'tiny:1');
     assert.match(lines[0]!, /^tiny:1: retention probes, 132 × 1 sample\(s\), base prompts, seed 50, harness distillery-eval\/\d+$/);
     assert.match(lines[1]!, /overall \(Avg@1\): 98\.5%/);

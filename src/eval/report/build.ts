@@ -22,7 +22,7 @@ import { evalCacheDir } from '../run.js';
 import { comparePaired, passAtKEstimate, avgAtN, type Estimate, type PairedComparison, type TaskResult } from '../stats.js';
 import { HARNESS_VERSION } from '../version.js';
 
-export type Suite = 'code' | 'retention';
+export type Suite = 'code' | 'retention' | 'qa';
 
 /** What any stored evaluation summary looks like, as far as reports need it. */
 export interface StoredSummary {
@@ -132,7 +132,7 @@ function checkSummary(v: unknown, where: string): StoredSummary {
 
 /** A stored summary as a report entry: records what it was made with (older summaries lack some fields). */
 export function toEntry(s: StoredSummary, source: string): EvaluationEntry {
-  const suite: Suite = s.suite === 'retention' ? 'retention' : 'code';
+  const suite: Suite = s.suite === 'retention' || s.suite === 'qa' ? s.suite : 'code';
   const per = s.per_task.map((t) => ({ ...t }));
   const entry: EvaluationEntry = {
     suite,
@@ -150,7 +150,7 @@ export function toEntry(s: StoredSummary, source: string): EvaluationEntry {
   };
   const byDiff = groupBy(per, (t) => (t.difficulty === undefined ? undefined : String(t.difficulty)));
   if (byDiff) entry.by_difficulty = byDiff;
-  if (suite === 'retention') {
+  if (suite !== 'code') {
     const byKind = groupBy(per, (t) => t.kind);
     if (byKind) entry.by_kind = byKind;
   }
@@ -251,7 +251,7 @@ function compareEntries(a: ReportModel, ea: EvaluationEntry, b: ReportModel, eb:
     if (t.kind !== undefined) row.kind = t.kind;
     perTask.push(row);
   }
-  const by: 'difficulty' | 'kind' | null = perTask.length > 0 && perTask.every((t) => t.kind !== undefined) && ea.suite === 'retention'
+  const by: 'difficulty' | 'kind' | null = perTask.length > 0 && perTask.every((t) => t.kind !== undefined) && ea.suite !== 'code'
     ? 'kind'
     : perTask.length > 0 && perTask.every((t) => t.difficulty !== undefined) ? 'difficulty' : null;
   let groups: ReportComparison['groups'] = null;
@@ -285,11 +285,11 @@ function compareEntries(a: ReportModel, ea: EvaluationEntry, b: ReportModel, eb:
 /** Compares the two models on every suite and setting they were both evaluated with. */
 function comparePair(a: ReportModel, b: ReportModel, opts: ReportOptions, notes: string[]): ReportComparison[] {
   const out: ReportComparison[] = [];
-  for (const suite of ['code', 'retention'] as const) {
+  for (const suite of ['code', 'retention', 'qa'] as const) {
     const as = a.evaluations.filter((e) => e.suite === suite);
     const bs = b.evaluations.filter((e) => e.suite === suite);
     if (as.length === 0 || bs.length === 0) {
-      if (as.length + bs.length > 0) notes.push(`${suite}: only ${as.length ? a.label : b.label} has ${suite === 'code' ? 'a code evaluation' : 'a retention evaluation'}, so ${a.label} and ${b.label} are not compared on it`);
+      if (as.length + bs.length > 0) notes.push(`${suite}: only ${as.length ? a.label : b.label} has ${suite === 'code' ? 'a code evaluation' : `a ${suite} evaluation`}, so ${a.label} and ${b.label} are not compared on it`);
       continue;
     }
     // One comparison per distinct setting both were evaluated with (e.g. each temperature of a grid): for each,

@@ -119,7 +119,7 @@ function groupChart(c: ReportComparison): string {
 }
 
 function comparisonSection(c: ReportComparison): string {
-  const title = c.suite === 'retention' ? 'Retention probes' : 'Code tasks';
+  const title = c.suite === 'retention' ? 'Retention probes' : c.suite === 'qa' ? 'Questions and answers' : 'Code tasks';
   const verdicts = c.by_k.map((p) => `<p class="verdict ${p.direction}">${esc(p.verdict)}</p>`).join('');
   const statRows = c.by_k
     .map((p) => {

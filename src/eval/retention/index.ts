@@ -207,7 +207,9 @@ export function scoreRetention(completions: ReadonlyMap<string, readonly string[
 
 /** What `evaluateRetention` returns and caches; `suite: 'retention'` tells reports what it is. */
 export interface RetentionSummary extends RetentionScore {
-  suite: 'retention';
+  /** retention: the built-in probes; qa: a user's question/answer file (`source`). */
+  suite: 'retention' | 'qa';
+  source?: string;
   harness_version: string;
   model_digest: string;
   sampler: string;
@@ -219,7 +221,8 @@ export interface RetentionSummary extends RetentionScore {
   tasks: number;
   /** pass@1 (= Avg@n) in the shape code evaluations use, so reports read both alike. */
   pass_at_k: Record<string, Estimate>;
-  licence: string;
+  /** The data's licence (null: the user's file did not say). */
+  licence: string | null;
   seconds: { generate: number };
 }
 
@@ -236,6 +239,8 @@ export interface RetentionRequest {
   cacheDir: string;
   label?: string;
   quiet?: boolean;
+  /** A user's question/answer set (src/eval/qa.ts) instead of the built-in probes. */
+  qa?: { tasks: RetentionTask[]; source: string; licence: string | null };
 }
 
 /**
@@ -248,9 +253,10 @@ export async function evaluateRetention(req: RetentionRequest): Promise<Retentio
   if (!Number.isInteger(n) || n < 1) throw new UserError(`samples per probe must be a whole number ≥ 1 (got ${n})`);
   const seed = req.seed ?? RETENTION_SEED;
   const format: PromptFormat = decoding.chat_template ? 'chat' : 'base';
-  const tasks = retentionTasks(seed);
-  const key = shortHash({ suite: 'retention', harness: HARNESS_VERSION, model: req.modelDigest, decoding, n, seed }, 16);
-  const dir = join(req.cacheDir, `retention-${key}`);
+  const suite = req.qa ? 'qa' : 'retention';
+  const tasks = req.qa?.tasks ?? retentionTasks(seed);
+  const key = shortHash({ suite, harness: HARNESS_VERSION, model: req.modelDigest, decoding, n, seed, ...(req.qa ? { tasks: req.qa.tasks } : {}) }, 16);
+  const dir = join(req.cacheDir, `${suite}-${key}`);
   const summaryFile = join(dir, 'summary.json');
   if (existsSync(summaryFile)) return JSON.parse(readFileSync(summaryFile, 'utf8')) as RetentionSummary;
   mkdirSync(dir, { recursive: true });
@@ -269,7 +275,8 @@ export async function evaluateRetention(req: RetentionRequest): Promise<Retentio
   }
   const score = scoreRetention(completions, tasks);
   const summary: RetentionSummary = {
-    suite: 'retention',
+    suite,
+    ...(req.qa ? { source: req.qa.source } : {}),
     harness_version: HARNESS_VERSION,
     model_digest: req.modelDigest,
     sampler: req.sampler.describe(),
@@ -280,7 +287,7 @@ export async function evaluateRetention(req: RetentionRequest): Promise<Retentio
     tasks: tasks.length,
     ...score,
     pass_at_k: { '1': passAtKEstimate(score.per_task, 1) },
-    licence: RETENTION_LICENCE,
+    licence: req.qa ? req.qa.licence : RETENTION_LICENCE,
     seconds: { generate: (Date.now() - start) / 1000 },
   };
   writeFileAtomicSync(summaryFile, JSON.stringify(summary, null, 2) + '\n');
@@ -291,7 +298,7 @@ export async function evaluateRetention(req: RetentionRequest): Promise<Retentio
 export function describeRetention(s: RetentionSummary, label: string): string[] {
   const p = (e: Estimate): string => `${(e.value * 100).toFixed(1)}% [${(e.ci[0] * 100).toFixed(1)}%, ${(e.ci[1] * 100).toFixed(1)}%]`;
   return [
-    `${label}: retention probes, ${s.tasks} × ${s.n} sample(s), ${s.prompt_format} prompts, seed ${s.seed}, harness ${s.harness_version}`,
+    `${label}: ${s.suite === 'qa' ? `questions from ${s.source ?? 'a file'}` : 'retention probes'}, ${s.tasks} × ${s.n} sample(s), ${s.prompt_format} prompts, seed ${s.seed}, harness ${s.harness_version}`,
     `  overall (Avg@${s.n}): ${p(s.accuracy)}`,
     ...RETENTION_KINDS.filter((k) => s.by_kind[k]).map((k) => `  ${k}: ${p(s.by_kind[k])} (${s.by_kind[k].tasks} probes)`),
   ];
