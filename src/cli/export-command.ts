@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { copyFile, rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
-import { distilleryHome, packageRoot } from '../core/paths.js';
+import { distilleryHome, distilleryVersion } from '../core/paths.js';
 import { sha256File } from '../core/hash.js';
 import { fsyncDir, tempPathFor } from '../core/atomic.js';
 import { showValue, UserError } from '../core/errors.js';
@@ -50,15 +50,6 @@ export interface ExportToVaultResult {
   bytes: number;
   tensorTypes: Record<string, number> | null;
   notes: string[];
-}
-
-function distilleryVersion(): string {
-  try {
-    const v = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version;
-    return typeof v === 'string' ? v : 'unknown';
-  } catch {
-    return 'unknown';
-  }
 }
 
 /** The identity of a model given as a folder: its content digest, as the vault would compute it. */

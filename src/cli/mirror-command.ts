@@ -6,6 +6,7 @@ import { vaultLayout } from '../vault/layout.js';
 import { VaultReader } from '../mirror/resolve.js';
 import { DEFAULT_MIRROR_HOST, DEFAULT_MIRROR_PORT, MIRROR_TOKEN_ENV, isLoopbackHost, startMirror } from '../mirror/server.js';
 import { int } from './options.js';
+import { untilStopped } from '../core/listen.js';
 
 /** `distillery mirror`: serve the vault read-only to `hf download`, huggingface_hub and llama.cpp. See docs/mirror.md. */
 
@@ -61,18 +62,7 @@ Examples:
       });
       process.stdout.write(startBanner(home, mirror.url, flags.host, token, flags.generateToken === true, warn));
 
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          process.off('SIGINT', onInt);
-          process.off('SIGTERM', onTerm);
-          process.stderr.write(`\nmirror: ${signal}, stopping\n`);
-          resolve();
-        };
-        const onInt = () => stop('SIGINT');
-        const onTerm = () => stop('SIGTERM');
-        process.once('SIGINT', onInt);
-        process.once('SIGTERM', onTerm);
-      });
+      await untilStopped('mirror');
       await mirror.close();
     });
 }

@@ -5,6 +5,7 @@ import { isLoopbackHost } from '../mirror/server.js';
 import { describeModel, DEFAULT_LLAMA_CONTEXT, type ModelSpec } from '../server/registry.js';
 import { API_KEY_ENV, DEFAULT_SERVE_HOST, DEFAULT_SERVE_PORT, checkServeSecurity, generateApiKey, startServer } from '../server/http.js';
 import { int, num } from './options.js';
+import { untilStopped } from '../core/listen.js';
 
 /** `distillery serve`: an OpenAI-compatible server for vault models. See docs/serving.md. */
 
@@ -116,18 +117,7 @@ Examples:
       );
       process.stdout.write(lines.join('\n'));
 
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          process.off('SIGINT', onInt);
-          process.off('SIGTERM', onTerm);
-          process.stderr.write(`\nserve: ${signal}, stopping\n`);
-          resolve();
-        };
-        const onInt = () => stop('SIGINT');
-        const onTerm = () => stop('SIGTERM');
-        process.once('SIGINT', onInt);
-        process.once('SIGTERM', onTerm);
-      });
+      await untilStopped('serve');
       await server.close();
     });
 }

@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { showValue, UserError } from '../core/errors.js';
 import { kv, readGgufHeader, writeGgufStream, type GgufKV, type GgufTensorDecl } from './gguf.js';
 import { encodeAs, type GgmlOutType } from './quantize.js';
 import { listStoredTensors, checkReadableDtype, rowsOf, TensorReader, type StoredTensor } from './safetensors-read.js';
 import { readHfTokenizer, tokenizerMetadata, type GgufTokenizer } from './hf-tokenizer-to-gguf.js';
+import { readJsonObject } from '../core/json-file.js';
 
 /**
  * Hugging Face model folder (config.json, safetensors, tokenizer.json) → a GGUF file llama.cpp runs.
@@ -94,22 +95,11 @@ export interface ModelHparams {
   tiedEmbeddings: boolean;
 }
 
-function readJson(path: string): Json {
-  let v: unknown;
-  try {
-    v = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${path} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (!isObj(v)) throw new UserError(`${path} is not a JSON object`);
-  return v;
-}
-
 /** Reads and checks config.json of a model folder for GGUF export. */
 export function readModelHparams(dir: string): ModelHparams {
   const path = join(dir, 'config.json');
   if (!existsSync(path)) throw new UserError(`${path} is missing: not a Hugging Face model folder`);
-  const c = readJson(path);
+  const c = readJsonObject(path);
   const archs = Array.isArray(c.architectures) ? c.architectures : [];
   const hfArch = typeof archs[0] === 'string' ? archs[0] : null;
   const arch = hfArch !== null ? SUPPORTED_ARCHITECTURES[hfArch] : undefined;

@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { showValue, UserError } from '../core/errors.js';
 import { kv, readGgufHeader, writeGgufStream, type GgufKV } from './gguf.js';
 import { encodeAs } from './quantize.js';
 import { listStoredTensors, checkReadableDtype, TensorReader, type StoredTensor } from './safetensors-read.js';
 import { ggufTensorName, permutationFor, permuteHeads, readModelHparams, type GgufArch } from './gguf-export.js';
+import { readJsonObject } from '../core/json-file.js';
 
 /**
  * A PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) → a GGUF LoRA adapter llama.cpp
@@ -42,14 +43,7 @@ const isEmpty = (v: unknown) => v == null || (isObj(v) && Object.keys(v).length 
 function readAdapterConfig(dir: string): Json {
   const path = join(dir, 'adapter_config.json');
   if (!existsSync(path)) throw new UserError(`${path} is missing: not a PEFT adapter folder`);
-  let v: unknown;
-  try {
-    v = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${path} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (!isObj(v)) throw new UserError(`${path} is not a JSON object`);
-  return v;
+  return readJsonObject(path);
 }
 
 interface LoraPair {

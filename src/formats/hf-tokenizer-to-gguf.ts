@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { showValue, UserError } from '../core/errors.js';
 import { kv, type GgufKV } from './gguf.js';
+import { readJsonObject } from '../core/json-file.js';
 
 /**
  * A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) → llama.cpp's tokenizer metadata.
@@ -71,17 +72,6 @@ function isObj(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function readJson(path: string): Json {
-  let v: unknown;
-  try {
-    v = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${path} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (!isObj(v)) throw new UserError(`${path} is not a JSON object`);
-  return v;
-}
-
 function unsupported(dir: string, why: string): UserError {
   return new UserError(`cannot export the tokenizer of ${dir} to GGUF: ${why}`, `supported: ${SUPPORTED_TOKENIZERS}`);
 }
@@ -125,11 +115,11 @@ export function readHfTokenizer(dir: string, vocabSize: number | null): GgufToke
         : 'copy the tokenizer files (tokenizer.json, tokenizer_config.json) of the model into the folder',
     );
   }
-  const tj = readJson(tokPath);
+  const tj = readJsonObject(tokPath);
   const cfgPath = join(dir, 'tokenizer_config.json');
-  const tc = existsSync(cfgPath) ? readJson(cfgPath) : {};
+  const tc = existsSync(cfgPath) ? readJsonObject(cfgPath) : {};
   const mcPath = join(dir, 'config.json');
-  const mc = existsSync(mcPath) ? readJson(mcPath) : {};
+  const mc = existsSync(mcPath) ? readJsonObject(mcPath) : {};
   const model = tj.model;
   if (!isObj(model)) throw unsupported(dir, 'tokenizer.json has no model');
   if (model.type !== 'BPE') throw unsupported(dir, `its model type is ${showValue(model.type)}, not BPE`);

@@ -1,7 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { UserError } from '../core/errors.js';
 import { distilleryHome } from '../core/paths.js';
@@ -10,6 +9,7 @@ import { VaultReader, type Catalog } from './resolve.js';
 import { hfModule } from './hf-api.js';
 import { ollamaModule } from './ollama-api.js';
 import { vaultApiModule } from './vault-api.js';
+import { listen, urlHost } from '../core/listen.js';
 
 /**
  * `distillery mirror`: a read-only HTTP server over the vault. This file is the protocol-neutral part:
@@ -153,28 +153,11 @@ export async function startMirror(opts: MirrorOptions = {}): Promise<MirrorHandl
   server.maxConnections = MAX_CONNECTIONS;
   server.setTimeout(IDLE_SOCKET_MS, (socket) => socket.destroy());
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: NodeJS.ErrnoException) => {
-      server.off('listening', onListening);
-      if (e.code === 'EADDRINUSE') reject(new UserError(`port ${port} on ${host} is already in use`, 'pick another with --port (0 picks a free one)'));
-      else if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') reject(new UserError(`cannot bind ${host}: no such local address`));
-      else if (e.code === 'EACCES') reject(new UserError(`not allowed to bind ${host}:${port}`, 'ports below 1024 need privileges; pick another with --port'));
-      else reject(e);
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolve();
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen(port, host);
-  });
-  const addr = server.address() as AddressInfo;
+  const addr = await listen(server, host, port);
   boundAddress = `${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  const urlHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
   let closed: Promise<void> | null = null;
   return {
-    url: `http://${urlHost}:${addr.port}`,
+    url: `http://${urlHost(host)}:${addr.port}`,
     host,
     port: addr.port,
     close() {

@@ -4,6 +4,7 @@ import { Template } from '@huggingface/jinja';
 import { ggufInteger, ggufKV, ggufString, readGgufHeader } from '../formats/gguf.js';
 import { badRequest } from './openai-types.js';
 import type { ChatMessage } from './openai-types.js';
+import { readJsonObjectOrNull } from '../core/json-file.js';
 
 /**
  * Chat templates: the Jinja template a model was trained with turns messages into one prompt string.
@@ -41,15 +42,6 @@ export function compileChatTemplate(source: string, specials: { bos: string; eos
   };
 }
 
-function readJson(path: string): Record<string, unknown> | null {
-  try {
-    const v = JSON.parse(readFileSync(path, 'utf8')) as unknown;
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
-}
-
 /** A special token as tokenizer_config.json writes it: a string, or {"content": …}. */
 function tokenText(v: unknown): string | null {
   if (typeof v === 'string') return v;
@@ -71,7 +63,7 @@ export type TemplateLookup = { template: ChatTemplate } | { template: null; reas
 
 /** The chat template of a Hugging Face model folder. */
 export function hfChatTemplate(dir: string): TemplateLookup {
-  const config = readJson(join(dir, 'tokenizer_config.json')) ?? {};
+  const config = readJsonObjectOrNull(join(dir, 'tokenizer_config.json')) ?? {};
   let source: string | null = null;
   let origin = '';
   const jinjaFile = join(dir, 'chat_template.jinja');
@@ -82,12 +74,12 @@ export function hfChatTemplate(dir: string): TemplateLookup {
     source = pickTemplate(config.chat_template);
     origin = 'tokenizer_config.json';
   } else {
-    const json = readJson(join(dir, 'chat_template.json'));
+    const json = readJsonObjectOrNull(join(dir, 'chat_template.json'));
     source = pickTemplate(json?.chat_template);
     origin = 'chat_template.json';
   }
   if (source === null) return { template: null, reason: 'it has no chat template (tokenizer_config.json has no chat_template)' };
-  const specialsMap = readJson(join(dir, 'special_tokens_map.json')) ?? {};
+  const specialsMap = readJsonObjectOrNull(join(dir, 'special_tokens_map.json')) ?? {};
   const bos = tokenText(config.bos_token) ?? tokenText(specialsMap.bos_token) ?? '';
   const eos = tokenText(config.eos_token) ?? tokenText(specialsMap.eos_token) ?? '';
   return compileOrExplain(source, { bos, eos }, origin);

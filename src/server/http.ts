@@ -1,6 +1,5 @@
 import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { UserError } from '../core/errors.js';
 import { isLoopbackHost, printable } from '../mirror/server.js';
@@ -10,6 +9,7 @@ import {
 } from './openai-types.js';
 import { ModelRegistry, type ModelSpec, type RegistryOptions, type ServedModel } from './registry.js';
 import { BackendCancelled, type CompletionJob, type CompletionResult, type Delta, type FinishReason, type TokenLogprob } from './backends/types.js';
+import { listen, urlHost } from '../core/listen.js';
 
 /**
  * `distillery serve`: an OpenAI-compatible HTTP server (/v1/models, /v1/completions, /v1/chat/completions,
@@ -93,27 +93,10 @@ export async function startServer(opts: ServeOptions): Promise<ServeHandle> {
     void handle(req, res, state);
   });
   server.maxConnections = MAX_CONNECTIONS;
-  await new Promise<void>((resolve, reject) => {
-    const onError = (e: NodeJS.ErrnoException) => {
-      server.off('listening', onListening);
-      if (e.code === 'EADDRINUSE') reject(new UserError(`port ${port} on ${host} is already in use`, 'pick another with --port (0 picks a free one)'));
-      else if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') reject(new UserError(`cannot bind ${host}: no such local address`));
-      else if (e.code === 'EACCES') reject(new UserError(`not allowed to bind ${host}:${port}`, 'ports below 1024 need privileges; pick another with --port'));
-      else reject(e);
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolve();
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen(port, host);
-  });
-  const addr = server.address() as AddressInfo;
-  const urlHost = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+  const addr = await listen(server, host, port);
   let closed: Promise<void> | null = null;
   return {
-    url: `http://${urlHost}:${addr.port}`,
+    url: `http://${urlHost(host)}:${addr.port}`,
     host,
     port: addr.port,
     registry,

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { UserError } from '../core/errors.js';
@@ -13,6 +13,7 @@ import {
   BackendCancelled, BackendCrashed, BackendRequestError,
   type Backend, type CompletionJob, type CompletionResult, type Delta,
 } from './backends/types.js';
+import { readJsonObjectOrNull } from '../core/json-file.js';
 
 /**
  * The models `distillery serve` answers for: what each one is (found once, at start-up, so a wrong reference
@@ -58,18 +59,9 @@ function isFile(p: string): boolean {
   }
 }
 
-function readJson(path: string): Record<string, unknown> | null {
-  try {
-    const v = JSON.parse(readFileSync(path, 'utf8')) as unknown;
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
-}
-
 /** config.json's context length (max_position_embeddings, also inside text_config for multimodal configs). */
 function hfContextLength(dir: string): number | null {
-  const config = readJson(join(dir, 'config.json'));
+  const config = readJsonObjectOrNull(join(dir, 'config.json'));
   for (const c of [config, config?.text_config as Record<string, unknown> | undefined]) {
     for (const key of ['max_position_embeddings', 'n_positions', 'max_sequence_length', 'seq_length']) {
       const v = c?.[key];
@@ -146,7 +138,7 @@ export async function describeModel(ref: string, opts: DescribeOptions): Promise
   if (format === 'peft-adapter') {
     const baseRef = manifest?.details?.base_model?.ref ?? opts.fallbackBase ?? null;
     if (baseRef === null) {
-      const named = manifest?.details?.base_model?.name ?? (readJson(join(dir, 'adapter_config.json'))?.base_model_name_or_path as string | undefined);
+      const named = manifest?.details?.base_model?.name ?? (readJsonObjectOrNull(join(dir, 'adapter_config.json'))?.base_model_name_or_path as string | undefined);
       throw new UserError(
         `${ref} is a PEFT adapter whose base model is not in the vault${named ? ` (it names ${named})` : ''}`,
         `serve it as --adapter ${ref} together with exactly one --model BASE (a Hugging Face model in the vault)`,

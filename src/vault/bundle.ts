@@ -1,11 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fsyncDir } from '../core/atomic.js';
 import { UserError } from '../core/errors.js';
 import { sha256Hex } from '../core/hash.js';
-import { packageRoot } from '../core/paths.js';
+import { distilleryVersion } from '../core/paths.js';
 import { blobPath, manifestPath, type VaultLayout } from './layout.js';
 import { modelDigest, modelRefString, modelSize, parseManifest, type Manifest } from './manifest.js';
 import { validateModelName } from './names.js';
@@ -97,15 +97,6 @@ export interface ImportBundleResult {
   archiveBytes: number;
   seconds: number;
   bytesPerSecond: number;
-}
-
-function distilleryVersion(): string {
-  try {
-    const v = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version;
-    return typeof v === 'string' ? v : 'unknown';
-  } catch {
-    return 'unknown';
-  }
 }
 
 function formatSize(n: number): string {
