@@ -38,7 +38,9 @@ export function parseQaFile(text: string, source: string): { tasks: RetentionTas
 
 /** True when the file's first record is a question/answer line (or a licence line). */
 export async function looksLikeQaFile(path: string): Promise<boolean> {
-  const first = (await readFile(path, 'utf8')).split('\n').find((l) => l.trim() !== '');
+  // An unreadable file is not recognised here: the task loader then reports it by name.
+  const text = await readFile(path, 'utf8').catch(() => '');
+  const first = text.split('\n').find((l) => l.trim() !== '');
   if (!first) return false;
   try {
     const rec = JSON.parse(first) as Record<string, unknown>;
