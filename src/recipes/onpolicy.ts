@@ -14,6 +14,7 @@ import { Run } from '../runs/run.js';
 import { configTemplates, onPolicyJobSpec, resolveDivergence, type ChatSetting, type OnPolicyConfig, type OnPolicyRecipe } from './onpolicy-config.js';
 import { renderPair, type TemplatePair } from './onpolicy-templates.js';
 import { takeModel, registerDistilled, outputName, folderDigest, type ModelHandle } from './models.js';
+import { attachRunReport } from '../eval/report/run-report.js';
 
 /** One record of a recipe's data file, as the templates see it (field name → text). */
 export interface OnPolicyRecord {
@@ -279,6 +280,8 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
     hooks.log(`registered ${ref}`);
     return { ref };
   });
+  // The run's evaluation, compared with paired tests, beside it (what `distillery report RUN` shows).
+  if (evaluation) hooks.log(`evaluation report: ${await attachRunReport(run.id, run.dir, hooks.home)}`);
   run.finish();
 
   const seconds = run.stageSeconds();

@@ -14,6 +14,7 @@ import { Run } from '../runs/run.js';
 import { filterSamples, type FilterStats } from './ssd-filter.js';
 import type { SsdConfig } from './ssd-config.js';
 import { takeModel, registerDistilled, outputName, folderDigest, type ModelHandle } from './models.js';
+import { attachRunReport } from '../eval/report/run-report.js';
 
 export interface SsdResult {
   run_id: string;
@@ -178,6 +179,8 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
     hooks.log(`registered ${ref}`);
     return { ref };
   });
+  // The run's evaluation, compared with paired tests, beside it (what `distillery report RUN` shows).
+  if (evaluation) hooks.log(`evaluation report: ${await attachRunReport(run.id, run.dir, hooks.home)}`);
   run.finish();
 
   const seconds = run.stageSeconds();

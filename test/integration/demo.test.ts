@@ -37,6 +37,10 @@ test('`distillery demo --fast --json` runs the whole loop and a second run reuse
     assert.ok(existsSync(report), 'HTML report written');
     assert.match(readFileSync(report, 'utf8'), /<svg/);
     assert.deepEqual(JSON.parse(readFileSync(`${home}/runs/${s.run_id}/report.json`, 'utf8')).base, s.base);
+    // The SSD run attached its evaluation report: base vs distilled with a paired verdict.
+    const evalReport = JSON.parse(readFileSync(`${home}/runs/${s.run_id}/evaluation-report.json`, 'utf8')) as { comparisons: Array<{ verdict: string }> };
+    assert.ok(evalReport.comparisons.length > 0 && evalReport.comparisons.every((c) => typeof c.verdict === 'string'), 'paired comparison with a verdict');
+    assert.match(readFileSync(`${home}/runs/${s.run_id}/evaluation-report.html`, 'utf8'), /better than|no significant difference|worse than/);
 
     // The distilled model is in the vault with its lineage.
     const show = spawnSync(process.execPath, [CLI, 'vault', 'show', s.model, '--json'], { env, encoding: 'utf8' });
