@@ -48,3 +48,16 @@ export function templateFor(chatTemplate: string | null): OllamaTemplate | null 
   }
   return null;
 }
+
+/**
+ * The default chat template of a tokenizer_config.json `chat_template` value: a string, or a list of named
+ * templates (the one named "default", else the first), as transformers picks it; null otherwise.
+ */
+export function pickChatTemplate(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) {
+    const named = v.filter((t): t is { name: string; template: string } => typeof t?.name === 'string' && typeof t?.template === 'string');
+    return (named.find((t) => t.name === 'default') ?? named[0])?.template ?? null;
+  }
+  return null;
+}

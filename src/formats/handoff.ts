@@ -14,12 +14,17 @@ import { templateFor } from './chat-families.js';
  *   (a file directly in the models folder is not found).
  */
 
+/** A vault GGUF model's weights file (not Ollama's kept layers under ollama/, not a vision projector). */
+export function isGgufWeightsPath(path: string): boolean {
+  return path.endsWith('.gguf') && !path.startsWith('ollama/') && !/mmproj/.test(path);
+}
+
 /** The single GGUF weights file of a vault GGUF model (split sets are refused: Ollama wants one file). */
 export function ggufFileOf(m: Manifest): ManifestFile {
   if (m.format !== 'gguf') {
     throw new UserError(`${m.name}:${m.version} is ${m.format}, not GGUF`, `export it first: distillery export ${m.name}:${m.version} --format gguf`);
   }
-  const ggufs = m.files.filter((f) => f.path.endsWith('.gguf') && !f.path.startsWith('ollama/') && !/mmproj/.test(f.path));
+  const ggufs = m.files.filter((f) => isGgufWeightsPath(f.path));
   if (ggufs.length !== 1 || /-\d{5}-of-\d{5}\.gguf$/.test(ggufs[0]!.path)) {
     throw new UserError(`${m.name}:${m.version} has ${ggufs.length === 1 ? 'a split GGUF' : `${ggufs.length} GGUF files`}; the hand-off needs exactly one GGUF file`);
   }

@@ -6,6 +6,7 @@ import { modelRefString, type Manifest, type ManifestFile } from '../vault/manif
 import type { CatalogVersion } from './resolve.js';
 import { pickGguf } from './hf-api.js';
 import { templateFor } from '../formats/chat-families.js';
+import { isGgufWeightsPath } from '../formats/handoff.js';
 import { parseRange, printable, sendBody, sendError, type MirrorContext, type MirrorRequest, type ProtocolModule } from './server.js';
 
 /**
@@ -117,7 +118,7 @@ function servedBlobs(ctx: MirrorContext, ns: string, model: string): Map<string,
   }
   if (NAME_NAMESPACES.has(ns)) {
     for (const v of catalog.byName.get(model.toLowerCase()) ?? []) {
-      for (const f of v.manifest.files) if (isGgufModel(f.path)) add(generated(v, f.path));
+      for (const f of v.manifest.files) if (isGgufWeightsPath(f.path)) add(generated(v, f.path));
     }
   }
   return out;
@@ -154,17 +155,13 @@ function fromImport(ctx: MirrorContext, v: CatalogVersion): Served | null {
   return { manifestBytes: bytes, blobs, version: v };
 }
 
-function isGgufModel(path: string): boolean {
-  return path.endsWith('.gguf') && !path.startsWith('ollama/') && !/mmproj/.test(path);
-}
-
 /**
  * The GGUF file a tag names in a vault GGUF model: `latest` picks as llama.cpp does (Q4_K_M first), another tag
  * a quantization (`Q8_0`), a file path itself (used to list blobs). Split sets are not an Ollama layer.
  */
 function ggufWeights(m: Manifest, tag: string): ManifestFile | null {
   if (m.format !== 'gguf') return null;
-  const models = m.files.filter((f) => isGgufModel(f.path));
+  const models = m.files.filter((f) => isGgufWeightsPath(f.path));
   const f = models.find((x) => x.path === tag) ?? (models.length === 1 && tag === 'latest' ? models[0] : pickGguf(models, tag));
   return f && !/-\d{5}-of-\d{5}\.gguf$/.test(f.path) ? f : null;
 }

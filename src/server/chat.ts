@@ -5,6 +5,7 @@ import { ggufInteger, ggufKV, ggufString, readGgufHeader } from '../formats/gguf
 import { badRequest } from './openai-types.js';
 import type { ChatMessage } from './openai-types.js';
 import { readJsonObjectOrNull } from '../core/json-file.js';
+import { pickChatTemplate } from '../formats/chat-families.js';
 
 /**
  * Chat templates: the Jinja template a model was trained with turns messages into one prompt string.
@@ -50,15 +51,6 @@ function tokenText(v: unknown): string | null {
 }
 
 /** The default template from a tokenizer_config `chat_template` value (a string, or a list of named ones). */
-function pickTemplate(v: unknown): string | null {
-  if (typeof v === 'string') return v;
-  if (Array.isArray(v)) {
-    const named = v.filter((t): t is { name: string; template: string } => typeof t?.name === 'string' && typeof t?.template === 'string');
-    return (named.find((t) => t.name === 'default') ?? named[0])?.template ?? null;
-  }
-  return null;
-}
-
 export type TemplateLookup = { template: ChatTemplate } | { template: null; reason: string };
 
 /** The chat template of a Hugging Face model folder. */
@@ -70,12 +62,12 @@ export function hfChatTemplate(dir: string): TemplateLookup {
   if (existsSync(jinjaFile)) {
     source = readFileSync(jinjaFile, 'utf8');
     origin = 'chat_template.jinja';
-  } else if (pickTemplate(config.chat_template) !== null) {
-    source = pickTemplate(config.chat_template);
+  } else if (pickChatTemplate(config.chat_template) !== null) {
+    source = pickChatTemplate(config.chat_template);
     origin = 'tokenizer_config.json';
   } else {
     const json = readJsonObjectOrNull(join(dir, 'chat_template.json'));
-    source = pickTemplate(json?.chat_template);
+    source = pickChatTemplate(json?.chat_template);
     origin = 'chat_template.json';
   }
   if (source === null) return { template: null, reason: 'it has no chat template (tokenizer_config.json has no chat_template)' };

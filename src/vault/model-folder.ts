@@ -1,6 +1,8 @@
 import { readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UserError } from '../core/errors.js';
+import { readJsonObject, readJsonObjectOrNull } from '../core/json-file.js';
+import { pickChatTemplate } from '../formats/chat-families.js';
 import { comparePaths, type ModelMetadata } from './manifest.js';
 import { readSafetensorsInfo, torchDtypeName } from './safetensors.js';
 
@@ -38,16 +40,7 @@ export async function inspectModelFolder(dir: string, opts: { license?: string }
 
   const configFile = byPath.get('config.json');
   if (!configFile) throw new UserError(`${join(root, 'config.json')} is missing: not a Hugging Face model folder`);
-  let config: unknown;
-  try {
-    config = JSON.parse(readFileSync(configFile.abs, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${configFile.abs} is not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-    throw new UserError(`${configFile.abs} is not a JSON object`);
-  }
-  const cfg = config as Record<string, unknown>;
+  const cfg = readJsonObject(configFile.abs);
 
   // Weights are what transformers loads: top-level files. Subfolders are kept but don't count.
   const topLevel = files.filter((f) => !f.path.includes('/'));
@@ -78,20 +71,9 @@ export async function inspectModelFolder(dir: string, opts: { license?: string }
   };
 }
 
-/** tokenizer_config.json's `chat_template` (a string, or the first of a named list), or null. */
+/** tokenizer_config.json's default chat template, or null (a bad tokenizer file is not import's concern). */
 function chatTemplateOf(path: string | undefined): string | null {
-  if (!path) return null;
-  try {
-    const t = (JSON.parse(readFileSync(path, 'utf8')) as { chat_template?: unknown }).chat_template;
-    if (typeof t === 'string') return t;
-    if (Array.isArray(t)) {
-      const first = t.find((x): x is { template: string } => typeof x === 'object' && x !== null && typeof x.template === 'string');
-      return first?.template ?? null;
-    }
-  } catch {
-    /* not our job to validate tokenizer files; the model still imports */
-  }
-  return null;
+  return path ? pickChatTemplate(readJsonObjectOrNull(path)?.chat_template) : null;
 }
 
 /**
