@@ -1,5 +1,8 @@
 /** Shared formatting for terminal output. */
 import { startProgress, type Progress } from '../core/progress.js';
+import { describeDecoding } from '../engine/decoding.js';
+import type { RetentionBeforeAfter } from '../eval/retention/before-after.js';
+import type { EvalSummary } from '../eval/run.js';
 
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
@@ -40,6 +43,25 @@ export function pct(x: number, digits = 1): string {
 
 export function formatPassAt(v: { value: number; ci: [number, number] }): string {
   return `${pct(v.value)} [${pct(v.ci[0])}, ${pct(v.ci[1])}]`;
+}
+
+/** A recipe run's before/after lines: code evaluation (pass@k with intervals) and the retention suite. */
+export function printBeforeAfter(r: {
+  evaluation: { base: EvalSummary; distilled: EvalSummary } | null;
+  retention: RetentionBeforeAfter | null;
+}): void {
+  if (r.evaluation) {
+    const { base, distilled } = r.evaluation;
+    console.log(`  evaluation (${describeDecoding(base.decoding)}, n=${base.n}, ${base.tasks} tasks):`);
+    for (const k of Object.keys(base.pass_at_k)) {
+      console.log(`    pass@${k}: base ${formatPassAt(base.pass_at_k[k]!)}  →  distilled ${formatPassAt(distilled.pass_at_k[k]!)}`);
+    }
+  }
+  if (r.retention) {
+    const { base, distilled } = r.retention;
+    console.log(`  retention (${base.tasks} general probes, ${describeDecoding(base.decoding)}):`);
+    console.log(`    pass@1: base ${formatPassAt(base.pass_at_k['1']!)}  →  distilled ${formatPassAt(distilled.pass_at_k['1']!)}`);
+  }
 }
 
 /** A plain aligned table: first row is the header. */

@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { UserError } from '../core/errors.js';
-import { describeDecoding } from '../engine/decoding.js';
 import { EngineWorker } from '../engine/worker.js';
 import { readRecipeFile } from '../recipes/ssd-config.js';
 import { resolveOnPolicyConfig, ONPOLICY_DEFAULTS, type OnPolicyRecipe } from '../recipes/onpolicy-config.js';
 import { BUILTIN_TEMPLATES } from '../recipes/onpolicy-templates.js';
 import { planOnPolicy, runOnPolicy } from '../recipes/onpolicy.js';
 import { addDecodingOptions, decodingFromFlags, int, num, intList } from './options.js';
-import { formatPassAt, stderrLog } from './format.js';
+import { printBeforeAfter, stderrLog } from './format.js';
 
 function chatMode(value: string): 'auto' | boolean {
   if (value === 'auto') return 'auto';
@@ -199,6 +198,7 @@ function registerOnPolicyCommand(program: Command, recipe: OnPolicyRecipe): void
     .option('--eval-tasks <file>', 'code tasks (JSONL: id, prompt, tests, entry_point) to evaluate base and result on')
     .option('--eval-n <n>', 'samples per task for evaluation (default 10)', int)
     .option('--eval-k <list>', 'pass@k values, e.g. 1,5 (default 1)', intList)
+    .option('--no-retention', 'skip the retention suite (general probes run on base and result to show what the run cost elsewhere)')
     .option('--eval-chat-template <mode>', 'chat template for evaluation: auto, on, off (default: as the student side)', chatMode);
   addDecodingOptions(cmd, 'eval', 'evaluation');
   cmd
@@ -223,13 +223,7 @@ function registerOnPolicyCommand(program: Command, recipe: OnPolicyRecipe): void
         ? `; mean KL ${result.train.mean_kl_first.toFixed(4)} → ${result.train.mean_kl_last.toFixed(4)}`
         : '';
       console.log(`  ${result.train.steps} steps, final loss ${result.train.final_loss.toFixed(4)}${kl}; templates ${result.templates}`);
-      if (result.evaluation) {
-        const { base, distilled } = result.evaluation;
-        console.log(`  evaluation (${describeDecoding(base.decoding)}, n=${base.n}, ${base.tasks} tasks):`);
-        for (const k of Object.keys(base.pass_at_k)) {
-          console.log(`    pass@${k}: base ${formatPassAt(base.pass_at_k[k]!)}  →  distilled ${formatPassAt(distilled.pass_at_k[k]!)}`);
-        }
-      }
+      printBeforeAfter(result);
       console.log(`  run folder: ${result.run_dir}`);
     });
   });
@@ -315,5 +309,7 @@ export function onPolicyFlags(recipe: OnPolicyRecipe, opts: Record<string, unkno
       decoding: { ...decodingFromFlags(opts, 'eval'), chat_template: opts.evalChatTemplate },
     };
   }
+  // --no-retention only turns it off: a recipe file's "retention" key stands otherwise.
+  if (opts.retention === false) flags.retention = false;
   return flags;
 }

@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
 import { EngineWorker } from '../engine/worker.js';
-import { describeDecoding } from '../engine/decoding.js';
 import { resolveSsdConfig, readRecipeFile } from '../recipes/ssd-config.js';
 import { runSsd } from '../recipes/ssd.js';
 import { addDecodingOptions, addSamplerOptions, decodingFromFlags, int, num, intList } from './options.js';
 import { checkSamplerFlags, samplerFromFlags } from './sampler-flags.js';
-import { formatPassAt, stderrLog } from './format.js';
+import { printBeforeAfter, stderrLog } from './format.js';
 
 export function registerSsdCommand(program: Command): void {
   const cmd = program
@@ -34,6 +33,7 @@ export function registerSsdCommand(program: Command): void {
     .option('--eval-tasks <file>', 'code tasks (JSONL: id, prompt, tests, entry_point) to evaluate base and result on')
     .option('--eval-n <n>', 'samples per task for evaluation (default 10)', int)
     .option('--eval-k <list>', 'pass@k values, e.g. 1,5 (default 1)', intList)
+    .option('--no-retention', 'skip the retention suite (general probes run on base and result to show what the run cost elsewhere)')
     .option('--json', 'print the result as JSON on stdout')
     .option('-q, --quiet', 'no progress output');
   addDecodingOptions(cmd, '', 'training-sample');
@@ -81,6 +81,8 @@ Examples:
         decoding: decodingFromFlags(opts, 'eval'),
       };
     }
+    // --no-retention only turns it off: a recipe file's "retention" key stands otherwise.
+    if (opts.retention === false) flags.retention = false;
     const cfg = resolveSsdConfig(fromFile, flags);
     const quiet = Boolean(opts.quiet);
     await EngineWorker.using(async (worker) => {
@@ -94,13 +96,7 @@ Examples:
       }
       console.log(`\nSSD run ${result.run_id}: ${result.parent.ref} → ${result.model}`);
       console.log(`  samples kept ${result.filter.kept}/${result.filter.total}; ${result.train.steps} SFT steps, final loss ${result.train.final_loss.toFixed(4)}`);
-      if (result.evaluation) {
-        const { base, distilled } = result.evaluation;
-        console.log(`  evaluation (${describeDecoding(base.decoding)}, n=${base.n}, ${base.tasks} tasks):`);
-        for (const k of Object.keys(base.pass_at_k)) {
-          console.log(`    pass@${k}: base ${formatPassAt(base.pass_at_k[k]!)}  →  distilled ${formatPassAt(distilled.pass_at_k[k]!)}`);
-        }
-      }
+      printBeforeAfter(result);
       console.log(`  run folder: ${result.run_dir}`);
     });
   });

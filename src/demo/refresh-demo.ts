@@ -100,6 +100,8 @@ export async function runRefreshDemo(opts: RefreshDemoOptions): Promise<{ summar
     max_prompt_len: 512,
     max_teacher_prompt_len: 512,
     train: { max_steps: plan.sdft.max_steps, batch_size: plan.sdft.batch_size, grad_accum: 1, lr: plan.sdft.lr, seed: plan.sdft.seed },
+    // The demo measures retention on its own unrelated tasks (below); its tiny model writes no English.
+    retention: false,
   });
   const sdft = await timed('sdft', () => runOnPolicy(sdftCfg, { worker: opts.worker, log: opts.log, quiet: opts.quiet, home }));
   const sdftModel = await takeModel(sdft.model, home);

@@ -87,6 +87,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
       filter: plan.filter,
       train: plan.ssdTrain,
       eval: { tasks: tasksFile, n: plan.evalN, k: [1], decoding: plan.evalDecoding },
+      // The demo's character-level model writes code only; English probes would measure nothing.
+      retention: false,
     },
   );
   const ssd = await runSsd(ssdCfg, { worker: opts.worker, log: opts.log, quiet: opts.quiet, home });

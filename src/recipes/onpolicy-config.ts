@@ -115,6 +115,8 @@ export interface OnPolicyConfig {
   lmbda: number;
   train: OnPolicyTrain;
   eval: OnPolicyEval | null;
+  /** Run the retention suite (general probes, src/eval/retention) on base and result: what the run cost elsewhere. */
+  retention: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -174,6 +176,7 @@ export const SDFT_DEFAULTS: Defaults = {
     record_every: 25,
   },
   eval: null,
+  retention: true,
 };
 
 /**
@@ -215,6 +218,7 @@ export const OPSD_DEFAULTS: Defaults = {
     record_every: 25,
   },
   eval: null,
+  retention: true,
 };
 
 /**
@@ -255,6 +259,7 @@ export const DISTILL_DEFAULTS: Defaults = {
     record_every: 25,
   },
   eval: null,
+  retention: true,
 };
 
 export const ONPOLICY_DEFAULTS: Record<OnPolicyRecipe, Defaults> = {

@@ -15,6 +15,7 @@ import { configTemplates, onPolicyJobSpec, resolveDivergence, type ChatSetting, 
 import { renderPair, type TemplatePair } from './onpolicy-templates.js';
 import { takeModel, registerDistilled, outputName, folderDigest, type ModelHandle } from './models.js';
 import { attachRunReport } from '../eval/report/run-report.js';
+import { describeRetentionChange, retentionBeforeAfter, type RetentionBeforeAfter } from '../eval/retention/before-after.js';
 
 /** One record of a recipe's data file, as the templates see it (field name → text). */
 export interface OnPolicyRecord {
@@ -114,6 +115,7 @@ export interface OnPolicyResult {
   /** The job's boundary dumps (prompt/completion token ids on each side). */
   boundaries: string;
   evaluation: { base: EvalSummary; distilled: EvalSummary } | null;
+  retention: RetentionBeforeAfter | null;
   seconds: Record<string, number>;
 }
 
@@ -261,7 +263,22 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
     );
   }
 
-  // Stage 4: register as a new version with its lineage.
+  // Stage 4: the retention suite on base and result, in the student's prompt format (what the run cost elsewhere).
+  const retention = cfg.retention
+    ? await run.stage('retention', async () =>
+        retentionBeforeAfter({
+          worker: hooks.worker,
+          base,
+          distilled: { dir: train.final_dir, digest: await folderDigest(train.final_dir) },
+          chatTemplate: prepared.student_chat,
+          home: hooks.home,
+          quiet: hooks.quiet,
+        }),
+      )
+    : null;
+  if (retention) hooks.log(describeRetentionChange(retention));
+
+  // Stage 5: register as a new version with its lineage.
   const registered = await run.stage('register', async () => {
     const ref = await registerDistilled(train.final_dir, {
       name,
@@ -281,7 +298,7 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
     return { ref };
   });
   // The run's evaluation, compared with paired tests, beside it (what `distillery report RUN` shows).
-  if (evaluation) hooks.log(`evaluation report: ${await attachRunReport(run.id, run.dir, hooks.home)}`);
+  if (evaluation || retention) hooks.log(`evaluation report: ${await attachRunReport(run.id, run.dir, hooks.home)}`);
   run.finish();
 
   const seconds = run.stageSeconds();
@@ -304,6 +321,7 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
     },
     boundaries: run.path('train', 'boundaries.jsonl'),
     evaluation,
+    retention,
     seconds,
   };
 }

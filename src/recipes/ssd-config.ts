@@ -48,6 +48,8 @@ export interface SsdConfig {
   filter: FilterConfig;
   train: TrainConfig;
   eval: EvalConfig | null;
+  /** Run the retention suite (general probes, src/eval/retention) on base and result: what the run cost elsewhere. */
+  retention: boolean;
 }
 
 /**
@@ -88,6 +90,7 @@ export const SSD_DEFAULTS: Omit<SsdConfig, 'model' | 'prompts'> = {
     checkpoint_every: 50,
   },
   eval: null,
+  retention: true,
 };
 
 export const EVAL_DEFAULT_DECODING: Decoding = {

@@ -15,6 +15,7 @@ import { filterSamples, type FilterStats } from './ssd-filter.js';
 import type { SsdConfig } from './ssd-config.js';
 import { takeModel, registerDistilled, outputName, folderDigest, type ModelHandle } from './models.js';
 import { attachRunReport } from '../eval/report/run-report.js';
+import { describeRetentionChange, retentionBeforeAfter, type RetentionBeforeAfter } from '../eval/retention/before-after.js';
 
 export interface SsdResult {
   run_id: string;
@@ -25,6 +26,7 @@ export interface SsdResult {
   filter: FilterStats;
   train: { steps: number; final_loss: number; seconds: number };
   evaluation: { base: EvalSummary; distilled: EvalSummary } | null;
+  retention: RetentionBeforeAfter | null;
   seconds: Record<string, number>;
 }
 
@@ -166,7 +168,22 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
     );
   }
 
-  // Stage 5: register as a new model version with its lineage.
+  // Stage 5: the retention suite on base and result (what the run cost elsewhere).
+  const retention = cfg.retention
+    ? await run.stage('retention', async () =>
+        retentionBeforeAfter({
+          worker: hooks.worker,
+          base,
+          distilled: { dir: train.final_dir, digest: await folderDigest(train.final_dir) },
+          chatTemplate: cfg.sampling.chat_template,
+          home: hooks.home,
+          quiet: hooks.quiet,
+        }),
+      )
+    : null;
+  if (retention) hooks.log(describeRetentionChange(retention));
+
+  // Stage 6: register as a new model version with its lineage.
   const registered = await run.stage('register', async () => {
     const ref = await registerDistilled(train.final_dir, {
       name,
@@ -180,7 +197,7 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
     return { ref };
   });
   // The run's evaluation, compared with paired tests, beside it (what `distillery report RUN` shows).
-  if (evaluation) hooks.log(`evaluation report: ${await attachRunReport(run.id, run.dir, hooks.home)}`);
+  if (evaluation || retention) hooks.log(`evaluation report: ${await attachRunReport(run.id, run.dir, hooks.home)}`);
   run.finish();
 
   const seconds = run.stageSeconds();
@@ -193,6 +210,7 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
     filter: filterStats,
     train: { steps: train.steps, final_loss: train.final_loss, seconds: train.seconds },
     evaluation,
+    retention,
     seconds,
   };
 }

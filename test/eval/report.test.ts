@@ -172,11 +172,16 @@ test('vault models: a missing evaluation says how to make one; a cached one is f
   }
 });
 
-test('clear errors: a run without evaluation, an unknown item, nothing given', async () => {
+test('clear errors: a run without evaluation, an unknown item, nothing given; a run with retention only', async () => {
   const home = tempHome();
   try {
     writeRun(home, 'ssd-noeval', { sample: {} });
     await assert.rejects(buildReport(['ssd-noeval'], { home }), (e: unknown) => isUserError(e) && /run ssd-noeval has no finished evaluation/.test(e.message) && /--eval-tasks/.test(e.hint!));
+    // A run without code tasks still has its retention stage: that alone makes a report.
+    writeRun(home, 'ssd-retonly', { retention: { base: retentionSummary('a'.repeat(64), new Set()), distilled: retentionSummary('b'.repeat(64), new Set(['arith-000'])) } });
+    const ret = await buildReport(['ssd-retonly'], { home });
+    assert.deepEqual(ret.comparisons.map((c) => c.suite), ['retention']);
+    assert.equal(ret.models[1]!.digest, 'b'.repeat(64));
     await assert.rejects(buildReport(['nosuchthing'], { home }), (e: unknown) => isUserError(e) && /nosuchthing is not a run, an evaluation summary file or a model/.test(e.message));
     await assert.rejects(buildReport([], { home }), (e: unknown) => isUserError(e));
     writeFileSync(join(home, 'bad.json'), JSON.stringify({ hello: 1 }));

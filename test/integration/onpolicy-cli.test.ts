@@ -59,7 +59,9 @@ function writeJsonl(name: string, rows: object[]): string {
   return file;
 }
 
-const TINY = ['--max-steps', '2', '--max-tokens', '6', '--batch-size', '2', '--grad-accum', '1', '--sample-batch-size', '4', '--lr', '1e-3'];
+const TINY_TRAIN = ['--max-steps', '2', '--max-tokens', '6', '--batch-size', '2', '--grad-accum', '1', '--sample-batch-size', '4', '--lr', '1e-3'];
+// The retention suite is exercised once (the Qwen3 SDFT run); elsewhere it would only add minutes.
+const TINY = [...TINY_TRAIN, '--no-retention'];
 
 before(() => {
   if (skip) return;
@@ -191,8 +193,17 @@ test('sdft, opsd (killed and resumed) and distill on stories260k (no chat templa
 });
 
 test('sdft, opsd and distill on a tiny Qwen3 with a chat template (auto on, thinking flags, prefill)', { skip, timeout: 120_000 }, () => {
-  const s = ok(['sdft', '--model', 'qwen-student', '--data', join(home, 'sdft.jsonl'), ...TINY]);
+  const s = ok(['sdft', '--model', 'qwen-student', '--data', join(home, 'sdft.jsonl'), ...TINY_TRAIN]);
   assert.deepEqual(s.chat, { student: true, teacher: true });
+  // The retention suite ran on base and result, in the student's (chat) prompt format, and is in the run's report.
+  assert.equal(s.retention.base.suite, 'retention');
+  assert.equal(s.retention.base.prompt_format, 'chat');
+  assert.equal(s.retention.base.tasks, s.retention.distilled.tasks);
+  assert.notEqual(s.retention.base.model_digest, s.retention.distilled.model_digest);
+  const run = JSON.parse(readFileSync(join(s.run_dir, 'run.json'), 'utf8'));
+  assert.equal(run.stages.retention.status, 'done');
+  const report = JSON.parse(readFileSync(join(s.run_dir, 'evaluation-report.json'), 'utf8'));
+  assert.deepEqual(report.comparisons.map((c: { suite: string }) => c.suite), ['retention']);
   const sb = jsonl(join(s.run_dir, 'train', 'boundaries.jsonl'))[0]!;
   assert.match(sb.student.prompt_text, /^<\|user\|>\n.*\n<\|assistant\|>\n$/s);
   assert.match(sb.teacher.prompt_text, /^<\|user\|>\n\n.*This is an example for a response to the question:\n/s);

@@ -42,7 +42,7 @@ test('a killed `distillery ssd` resumes training from its checkpoint and complet
     const prompts = join(home, 'prompts.jsonl');
     writeFileSync(prompts, ['Once upon a time', 'The little dog', 'Lily and Tom', 'One day'].map((p) => JSON.stringify({ prompt: p })).join('\n'));
     const args = [CLI, 'ssd', '--model', 'stories', '--prompts', prompts, '--max-tokens', '24', '--max-steps', '20',
-      '--batch-size', '2', '--grad-accum', '1', '--lr', '1e-3', '--checkpoint-every', '5', '--json'];
+      '--batch-size', '2', '--grad-accum', '1', '--lr', '1e-3', '--checkpoint-every', '5', '--no-retention', '--json'];
 
     // First attempt: kill -9 the CLI once training has written a checkpoint.
     const first = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });

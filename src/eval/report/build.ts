@@ -4,8 +4,8 @@
  * (stats.ts) for each pair. The result is plain JSON; render.ts turns it into a terminal table and HTML.
  *
  * Where results come from:
- * - a run id (a folder under $DISTILLERY_HOME/runs): its `evaluate` stage result `{base, distilled}` (and a
- *   `retention` stage `{base, distilled}` when the run has one); base and distilled are compared;
+ * - a run id (a folder under $DISTILLERY_HOME/runs): its `evaluate` stage result `{base, distilled}` (code tasks)
+ *   and its `retention` stage `{base, distilled}`, whichever it has; base and distilled are compared;
  * - `NAME[:VERSION]` or a model folder: every cached evaluation in the eval cache (evalCacheDir()) whose
  *   model_digest is the model's digest — code evaluations and retention runs alike;
  * - a `.json` file: an evaluation summary as `distillery eval --json` prints it or the cache stores it.
@@ -192,39 +192,42 @@ interface RunModels {
 
 function loadRun(id: string, home: string): RunModels {
   const record = readJson(join(runsRoot(home), id, 'run.json')) as RunRecord;
-  const evaluate = record.stages?.evaluate;
-  const ev = evaluate?.status === 'done' ? (evaluate.result as { base?: unknown; distilled?: unknown } | null) : null;
-  if (!ev || !ev.base || !ev.distilled) {
+  // A run's before/after pairs: code evaluation (`evaluate`) and the retention suite (`retention`).
+  const pairs = (['evaluate', 'retention'] as const).flatMap((stage) => {
+    const st = record.stages?.[stage];
+    const r = st?.status === 'done' ? (st.result as { base?: unknown; distilled?: unknown } | null) : null;
+    if (!r?.base || !r.distilled) return [];
+    const where = `run ${id} stage ${stage}`;
+    return [{ where, base: checkSummary(r.base, `${where} (base)`), distilled: checkSummary(r.distilled, `${where} (distilled)`) }];
+  });
+  if (pairs.length === 0) {
     throw new UserError(
       `run ${id} has no finished evaluation`,
-      'a run evaluates base and distilled only when given evaluation tasks (e.g. `distillery ssd … --eval-tasks FILE`); re-run it with them, or evaluate its model with `distillery eval`',
+      'a run evaluates base and distilled when given evaluation tasks (e.g. `distillery ssd … --eval-tasks FILE`) and runs the retention suite unless told --no-retention; re-run it, or evaluate its model with `distillery eval`',
     );
   }
-  const where = `run ${id} stage evaluate`;
-  const base = checkSummary(ev.base, `${where} (base)`);
-  const distilled = checkSummary(ev.distilled, `${where} (distilled)`);
   const cfg = record.config as { model?: unknown } | undefined;
   const baseRef = typeof cfg?.model === 'string' ? cfg.model : null;
   const reg = record.stages?.register?.status === 'done' ? (record.stages.register.result as { ref?: unknown } | undefined) : undefined;
   const distRef = typeof reg?.ref === 'string' ? reg.ref : null;
-  const models: RunModels = {
-    base: { label: `${id} base${baseRef ? ` (${baseRef})` : ''}`, source: 'run', ref: baseRef, run_id: id, digest: base.model_digest, evaluations: [toEntry(base, `${where} (base)`)] },
+  return {
+    base: {
+      label: `${id} base${baseRef ? ` (${baseRef})` : ''}`,
+      source: 'run',
+      ref: baseRef,
+      run_id: id,
+      digest: pairs[0]!.base.model_digest,
+      evaluations: pairs.map((p) => toEntry(p.base, `${p.where} (base)`)),
+    },
     distilled: {
       label: `${id} distilled${distRef ? ` (${distRef})` : ''}`,
       source: 'run',
       ref: distRef,
       run_id: id,
-      digest: distilled.model_digest,
-      evaluations: [toEntry(distilled, `${where} (distilled)`)],
+      digest: pairs[0]!.distilled.model_digest,
+      evaluations: pairs.map((p) => toEntry(p.distilled, `${p.where} (distilled)`)),
     },
   };
-  const ret = record.stages?.retention;
-  const rr = ret?.status === 'done' ? (ret.result as { base?: unknown; distilled?: unknown } | null) : null;
-  if (rr?.base && rr.distilled) {
-    models.base.evaluations.push(toEntry(checkSummary(rr.base, `run ${id} stage retention (base)`), `run ${id} stage retention (base)`));
-    models.distilled.evaluations.push(toEntry(checkSummary(rr.distilled, `run ${id} stage retention (distilled)`), `run ${id} stage retention (distilled)`));
-  }
-  return models;
 }
 
 const sameSettings = (a: EvaluationEntry, b: EvaluationEntry): boolean =>
