@@ -16,6 +16,12 @@ copy probe. Usage:
 
   DISTILLERY_THREADS=2 engine/.venv/bin/python bench/refresh-wordlevel.py --out /tmp/wl [--steps 1200]
       [--copy-share 0.25] [--pool 60] [--hidden 96 --layers 3 --heads 4 --inter 256]
+      [--freeze-embeddings --init-range 0.1] [--v1-share 0.2]
+
+Measured (docs/demo-design.md): trained embeddings of the interchangeable pool names collapse to one direction
+(pairwise cosine ≈ 0.98) and the teacher never copies a name (0 of 60); with --freeze-embeddings --init-range 0.1
+it copies pool names, and with --v1-share 0.2 also v1 names (60 of 60). The demo (src/demo/refresh-suite.ts) uses
+the second design with the recipe's exact teacher template (this script's template ends in a newline).
 """
 
 from __future__ import annotations
@@ -47,8 +53,9 @@ SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "pe", "da", "go", "
 
 
 class Suite:
-    def __init__(self, seed: int, pool_size: int) -> None:
+    def __init__(self, seed: int, pool_size: int, v1_share: float = 0.0) -> None:
         self.rng = random.Random(seed)
+        self.v1_share = v1_share
         pool: set[str] = set()
         while len(pool) < pool_size:
             pool.add("".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(1, 3))))
@@ -90,7 +97,9 @@ class Suite:
                 docs.append(self.chain())
             elif r < 1 - copy_share:
                 order = "".join(self.rng.sample(LIB[key][1], len(LIB[key][1])))
-                example = self.body(self.rng.choice(self.pool), order, consts)
+                v1_name = self.rng.random() < self.v1_share
+                name = self.rng.choice([v[0] for v in LIB.values()] if v1_name else self.pool)
+                example = self.body(name, order, consts)
                 docs.append({"prompt": teacher_prompt(self.prompt(key, consts), example), "completion": example})
             else:
                 words = " ".join(self.rng.choice(self.pool) for _ in range(self.rng.randint(3, 10)))
@@ -135,10 +144,14 @@ def main() -> None:
     ap.add_argument("--inter", type=int, default=256)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--v1-share", type=float, default=0.0,
+                    help="share of in-context examples that use a v1 name (else a pool alias)")
+    ap.add_argument("--init-range", type=float, default=0.02, help="initializer_range of the config (std of the initial weights)")
+    ap.add_argument("--freeze-embeddings", action="store_true", help="keep token embeddings at their initial values")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    suite = Suite(0, args.pool)
+    suite = Suite(0, args.pool, args.v1_share)
     docs = suite.corpus(args.docs, args.copy_share)
     probes = suite.probes(60)
     (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
@@ -146,12 +159,14 @@ def main() -> None:
     pieces = sorted(set(re.findall(PATTERN, text + TEMPLATE)) | {w for p in suite.pool for w in (p, " " + p)})
     config = {"model_type": "llama", "hidden_size": args.hidden, "intermediate_size": args.inter,
               "num_hidden_layers": args.layers, "num_attention_heads": args.heads, "num_key_value_heads": args.heads,
-              "max_position_embeddings": 256, "tie_word_embeddings": True}
+              "max_position_embeddings": 256, "tie_word_embeddings": True,
+              "initializer_range": args.init_range}
     summary = run_job({
         "type": "train", "output_dir": str(out / "base"), "data": str(out / "corpus.jsonl"), "loss_on": "all",
         "init": {"config": config, "tokenizer": {"kind": "pieces", "pieces": pieces, "pattern": PATTERN}},
         "max_seq_len": 160, "max_steps": args.steps, "batch_size": args.batch, "lr": args.lr, "warmup_steps": 50,
         "betas": [0.9, 0.95], "checkpoint_every": None, "seed": 0,
+        "freeze_embeddings": args.freeze_embeddings,
     })
     model, tok = load_model(summary["final_dir"])
     model.eval()

@@ -68,6 +68,10 @@ DEFAULTS: dict[str, Any] = {
     "chat_template": False,
     "max_seq_len": 512,
     "lora": None,
+    # Keep the token embeddings at their initial values. For from-scratch models whose corpus uses many
+    # interchangeable tokens (identifiers, names): trained embeddings of such tokens converge to one direction,
+    # after which the model cannot tell them apart and so cannot copy one from its context.
+    "freeze_embeddings": False,
     "lr": 5e-4,
     "min_lr": 0.0,
     "warmup_steps": 0,
@@ -107,6 +111,7 @@ class TrainSpec:
     chat_template: bool
     max_seq_len: int
     lora: LoraSpec | None
+    freeze_embeddings: bool
     lr: float
     min_lr: float
     warmup_steps: int
@@ -223,6 +228,8 @@ def validate_spec(spec: dict[str, Any]) -> TrainSpec:
 
     if s["loss_on"] not in ("completion", "all"):
         raise ValueError(f"train spec: loss_on must be 'completion' or 'all', got {s['loss_on']!r}")
+    if not isinstance(s["freeze_embeddings"], bool):
+        raise ValueError(f"train spec: freeze_embeddings must be true or false, got {s['freeze_embeddings']!r}")
     if not isinstance(s["chat_template"], bool):
         raise ValueError(f"train spec: chat_template must be true or false, got {s['chat_template']!r}")
 
@@ -250,6 +257,7 @@ def validate_spec(spec: dict[str, Any]) -> TrainSpec:
         chat_template=s["chat_template"],
         max_seq_len=check_int(s["max_seq_len"], "max_seq_len", 2),
         lora=validate_lora(s["lora"]),
+        freeze_embeddings=s["freeze_embeddings"],
         lr=lr,
         min_lr=min_lr,
         warmup_steps=check_int(s["warmup_steps"], "warmup_steps", 0),
@@ -636,6 +644,10 @@ def run(spec: dict[str, Any], events: EventLog) -> dict[str, Any]:
 
     if ts.lora is not None:
         model = apply_lora(model, ts.lora, ts.seed)
+    if ts.freeze_embeddings:
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if layer is not None:
+                layer.weight.requires_grad_(False)
     total_params = count_parameters(model)
     trainable = sum(p.numel() for _, p in trainable_named_parameters(model))
     per_epoch = steps_per_epoch(len(data), ts.batch_size, ts.grad_accum)

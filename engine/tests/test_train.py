@@ -26,6 +26,7 @@ from distillery_engine.data import (
 from distillery_engine.jobs import run_job
 from distillery_engine.models import (
     build_char_tokenizer,
+    build_model_from_config,
     build_piece_tokenizer,
     choose_placement,
     load_model,
@@ -33,6 +34,7 @@ from distillery_engine.models import (
     save_model,
 )
 from distillery_engine.train import (
+    config_for_tokenizer,
     list_checkpoints,
     lr_factor,
     step_microbatches,
@@ -248,6 +250,18 @@ def test_train_from_init_with_a_piece_tokenizer(tmp_path: Path) -> None:
         validate_spec(tiny_spec(tmp_path, init={"config": dict(TINY_CONFIG), "tokenizer": {"kind": "pieces", "pieces": pieces}}))
 
 
+def test_freeze_embeddings_keeps_the_tied_embedding_and_trains_the_rest(tmp_path: Path) -> None:
+    summary, _ = train(tiny_spec(tmp_path, "frozen", freeze_embeddings=True, max_steps=3))
+    initial = build_model_from_config(config_for_tokenizer(TINY_CONFIG, char_tokenizer(tmp_path)), seed=0)
+    trained = load_file(str(Path(summary["final_dir"]) / "model.safetensors"))
+    before = dict(initial.named_parameters())
+    emb = "model.embed_tokens.weight"
+    assert torch.equal(trained[emb], before[emb].detach())
+    moved = [n for n, p in before.items() if n != emb and not torch.equal(trained[n], p.detach())]
+    assert len(moved) == len(before) - 1, "every other parameter trained"
+    assert summary["trainable_parameters"] == summary["parameters"] - before[emb].numel()
+
+
 def test_gradient_accumulation_reports_the_mean_over_the_step(tmp_path: Path) -> None:
     # 16 examples per step either way, so the data order is the same and only the micro-batching differs.
     _, whole = train(tiny_spec(tmp_path, "whole", max_steps=1, batch_size=16))
@@ -448,6 +462,7 @@ def test_stories260k_save_and_reload_is_bit_exact(stories_dir: Path, tmp_path: P
         ({"min_lr": 1.0}, "min_lr .* must not exceed lr"),
         ({"betas": [0.9]}, "betas must be two numbers"),
         ({"loss_on": "prompt"}, "loss_on must be"),
+        ({"freeze_embeddings": 1}, "freeze_embeddings must be true or false"),
         ({"max_grad_norm": -1}, "max_grad_norm must be a number > 0, got -1"),
         ({"lora": {"r": 4, "rank": 4}}, r"unknown lora keys \['rank'\]"),
         ({"lora": {"target_modules": []}}, "target_modules must be"),

@@ -11,7 +11,7 @@ export function registerDemoCommand(program: Command): void {
     .command('demo')
     .description(
       'The embedded default, offline, on a CPU. ssd (default): generate a code-task suite, train a tiny model from ' +
-        'scratch, archive it, evaluate it, self-distil it with SSD, evaluate again. refresh (experimental): a model ' +
+        'scratch, archive it, evaluate it, self-distil it with SSD, evaluate again. refresh: a model ' +
         'trained on library v1 is taught v2 from demonstrations with SDFT, against plain SFT, with retention measured.',
     )
     .addOption(new Option('--scenario <name>', 'which demo').choices(['ssd', 'refresh']).default('ssd'))
@@ -24,8 +24,7 @@ export function registerDemoCommand(program: Command): void {
 Examples:
   distillery demo                       SSD on a tiny model: before/after pass@1 with confidence intervals
   distillery demo --scenario refresh    a stale model refreshed with SDFT; v2 skill, retention, SFT baseline
-                                        (experimental: the built-in tiny base cannot learn in context yet, so
-                                        SDFT shows no v2 gain on it; see docs/demo-design.md)
+                                        (docs/demo-design.md has what it shows and why)
 
 Base models are cached in the vault (demo-coder, refresh-coder) and reused by later runs; every stage resumes if
 interrupted. The report (HTML and JSON) is written into the run folder under $DISTILLERY_HOME/runs/.`,

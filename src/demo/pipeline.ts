@@ -39,7 +39,8 @@ export interface DemoBaseRequest {
   model: Record<string, unknown>;
   /** Train job settings (max_steps, batch_size, lr, ...). */
   train: Record<string, unknown> & { max_steps: number };
-  alphabet: string;
+  /** The engine's tokenizer spec for a from-scratch model: {kind: 'char', alphabet} or {kind: 'pieces', pieces, pattern}. */
+  tokenizer: { kind: 'char'; alphabet: string } | { kind: 'pieces'; pieces: string[]; pattern: string };
   corpusFile: string;
   /** Everything else that determines the base (suite identity), for the cache key. */
   key: unknown;
@@ -73,7 +74,7 @@ export async function ensureDemoBase(req: DemoBaseRequest): Promise<{ base: Mode
       type: 'train',
       output_dir: join(req.dataDir, `base-${baseKey}`),
       model: null,
-      init: { config: req.model, tokenizer: { kind: 'char', alphabet: req.alphabet } },
+      init: { config: req.model, tokenizer: req.tokenizer },
       data: req.corpusFile,
       chat_template: false,
       lora: null,

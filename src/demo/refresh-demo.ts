@@ -56,7 +56,8 @@ export async function runRefreshDemo(opts: RefreshDemoOptions): Promise<{ summar
 
   // 1. The suite.
   const suite = generateRefreshSuite({ seed: plan.seed, size: opts.size });
-  const suiteKey = shortHash({ scenario: 'refresh', seed: plan.seed, size: opts.size, corpus: suite.corpus.length, alphabet: suite.alphabet, v: plan.version });
+  // The suite's whole content: its data files are written once per key and reused, so any change must show here.
+  const suiteKey = shortHash({ scenario: 'refresh', seed: plan.seed, size: opts.size, suite, v: plan.version });
   const dataDir = join(home, 'demo', `refresh-${opts.size}-${suiteKey}`);
   mkdirSync(dataDir, { recursive: true });
   const write = (file: string, rows: readonly unknown[]): string => writeDemoJsonl(dataDir, file, rows);
@@ -82,10 +83,10 @@ export async function runRefreshDemo(opts: RefreshDemoOptions): Promise<{ summar
     name: BASE_NAME,
     model: plan.model,
     train: plan.baseTrain,
-    alphabet: suite.alphabet,
+    tokenizer: { kind: 'pieces', pieces: suite.pieces, pattern: suite.pattern },
     corpusFile,
     key: suiteKey,
-    describe: `character-level Llama (${plan.model.num_hidden_layers} layers, hidden ${plan.model.hidden_size})`,
+    describe: `word-level Llama (${suite.pieces.length} pieces, ${plan.model.num_hidden_layers} layers, hidden ${plan.model.hidden_size})`,
     description: `trained from scratch on library-v1 code by distillery demo --scenario refresh (${opts.size}, suite ${suiteKey})`,
     log: opts.log,
     quiet: opts.quiet,
@@ -97,9 +98,12 @@ export async function runRefreshDemo(opts: RefreshDemoOptions): Promise<{ summar
     model: base.ref,
     data: sdftFile,
     sampling: { max_tokens: plan.sdft.max_tokens, stop: suite.stop },
-    max_prompt_len: 512,
-    max_teacher_prompt_len: 512,
+    max_prompt_len: 256,
+    max_teacher_prompt_len: 256,
     train: { max_steps: plan.sdft.max_steps, batch_size: plan.sdft.batch_size, grad_accum: 1, lr: plan.sdft.lr, seed: plan.sdft.seed },
+    // The recipe skips the first 3 completion tokens (openings like "Based on the example" in answers hundreds
+    // of tokens long); here a whole answer is ~14 tokens and the 3rd is the function name in `return name(...)`.
+    loss: { skip_tokens: 0 },
     // The demo measures retention on its own unrelated tasks (below); its tiny model writes no English.
     retention: false,
   });

@@ -1,49 +1,46 @@
 /**
  * The "stale model refresh" demo's task suite (`distillery demo --scenario refresh`), generated deterministically.
  *
- * Story: a tiny base model learns to write small functions that call a library, `lib` v1. The library then
- * changes (v2: renamed functions, a changed argument order). SDFT teaches v2 usage from demonstrations: the
- * teacher is the same model with a v2 demonstration in its context (the SDFT paper's template, `TEACHER_TEMPLATE`),
- * so the base must be able to follow an example in its context. A from-scratch 300k-parameter model only can if
- * its pretraining corpus teaches it, hence the corpus's "in-context" documents (below).
+ * Story: a tiny base model learns to write small functions that call a library, v1. The library then changes (v2:
+ * renamed functions, changed argument orders). SDFT teaches v2 usage from demonstrations: the teacher is the same
+ * model with a v2 demonstration in its context (the SDFT paper's template, `TEACHER_TEMPLATE`), so the base must be
+ * able to follow an example in its context. A from-scratch model of a few hundred thousand parameters only can if
+ * its pretraining corpus teaches it (the in-context and copy documents below) and its token embeddings stay
+ * distinct (the demo trains the base with frozen random embeddings; docs/demo-design.md has the measurements).
  *
- * Tasks. A library task is a spec of 1–3 library operations on `x`, then the header; the body calls the library:
+ * Tasks. A library task is a spec of one library operation on `x`, then the header; the body calls the library:
  *
- *     # inc 3, limit 0 9                  <- prompt (student question)
+ *     # limit 0 9                  <- prompt (student question)
  *     def f(x):
- *         x = lib.shift(x,3)              <- v1 body
- *         return lib.clip(x,0,9)
+ *         return clip(x,0,9)       <- v1 body (or: x = clip(x,0,9) / return x)
  *
- *     v2 body:  x = lib.offset(x,3)
- *               return lib.clamp(0,9,x)
+ *     v2 body:  return clamp(0,9,x)
  *
- * The retention domain is the embedded SSD demo's operator chains (`# add 3, times 2` → `x += 3` ...), which use
+ * The model reads text as pieces (`REFRESH_PATTERN`: one token per word, digit, symbol, newline or indent), so a
+ * function name is one token and copying it from an example is one lookup.
+ *
+ * The retention domain is the embedded SSD demo's operator chains (`# add 3, times 2` → `x = x+3` ...), which use
  * no library and do not change between v1 and v2.
  *
- * Parts (all disjoint by prompt = spec + fixed header):
- * - `v2Tasks`: held-out library tasks with hidden tests that define lib v2 and check results (so a v1-style
- *   completion fails with NameError or wrong values). Each uses at least one changed function.
- * - `sdftData`: `{prompt, demonstration}` — library tasks with a correct v2 body (SDFT's demonstrations).
+ * Parts:
+ * - `v2Tasks`: held-out library tasks (changed functions only) with hidden tests that define lib v2 and check
+ *   results, so a v1-style completion fails with NameError or wrong values.
+ * - `sdftData`: `{prompt, demonstration}`: other library tasks with a correct v2 body (SDFT's demonstrations).
+ *   Disjoint from `v2Tasks`, so a v2 gain is generalisation, not memorised answers.
  * - `retentionTasks`: held-out operator-chain tasks (no library).
- * - `corpus`: pretraining documents, loss on all tokens. Three kinds, packed so that documents have similar
- *   lengths (the train job pads a batch to its longest example):
- *   (a) v1 library tasks, (b) operator-chain tasks — several solved tasks per document, one after another;
- *   (c) in-context documents in the exact SDFT teacher format: question, an example answer to that same
- *       question, then the answer, which follows the example. In library questions the example calls the
- *       library under *random* function names and argument orders (never v1's, never v2's), so the model learns
- *       to take names and argument order from its context rather than from memory — which is what the SDFT
- *       teacher needs to do with a v2 demonstration. No v2 name or v2 call occurs anywhere in the corpus.
+ * - `corpus`: pretraining documents, loss on all tokens, one of four kinds:
+ *   (a) a v1 library task with its v1 body; (b) an operator-chain task with its body;
+ *   (c) an in-context document in the exact SDFT teacher format: question, an example answer to that same
+ *       question, then the answer, which repeats the example. The example calls the library under a random name
+ *       from `NAME_POOL` (sometimes a v1 name) with a random argument order, so the only way to predict the answer
+ *       is to read the example — which is what the SDFT teacher must do with a v2 demonstration;
+ *   (d) a copy document: a run of pool names, a blank line, the same run again (the plain copying skill).
+ *   v2's names exist as pool words (as they would in any code base) but never as the right call for their
+ *   function: no corpus document contains a v2 body of its question.
  *
  * Everything depends only on `seed` and `size`; the same arguments give byte-identical output.
- *
- * FEASIBILITY (bench/refresh-feasibility.py, measured): NOT VIABLE YET. With a 310k-parameter char Llama
- * trained from scratch for 600–2000 steps × 16 documents on this corpus (several variants of `REFRESH_KNOBS`),
- * the base never learned to copy a name from its context: teacher-prompt pass@1 on v2 tasks was 0 % in every
- * run, and the per-character loss of names in the answer equals that of the same names in the example (≈3.3
- * nats, i.e. no copying at all). Even with 40 % of documents replaced by pure copy documents (a random word
- * string, then the same string again), 700 steps × 16 left the copy half as hard to predict as the first half:
- * induction heads had not formed. Nothing may depend on this suite until a base passes that check.
  */
+import { BUILTIN_TEMPLATES, renderTemplate } from '../recipes/onpolicy-templates.js';
 import { OPS, Rng, evaluateSteps, promptFor, canonicalSolution, solutionFor, type EvalTask, type Step, type SuiteSize } from './suite.js';
 
 export type { EvalTask, SuiteSize } from './suite.js';
@@ -70,68 +67,65 @@ export interface RefreshSuite {
   sdftData: SdftRecord[];
   v2Tasks: EvalTask[];
   retentionTasks: EvalTask[];
-  alphabet: string;
+  /** The model's vocabulary: every piece any prompt or completion contains, plus the pool names (sorted). */
+  pieces: string[];
+  /** How text splits into pieces (the engine's `pieces` tokenizer). */
+  pattern: string;
   stop: string[];
 }
 
 export interface RefreshSuiteOptions {
   seed?: number;
   size?: SuiteSize;
-  /** Corpus-design overrides, for experiments (bench/refresh-feasibility.py); the defaults are the demo's. */
+  /** Corpus-design overrides, for experiments; the defaults are the demo's. */
   knobs?: Partial<RefreshKnobs>;
 }
 
 export interface RefreshKnobs {
-  /** share of corpus documents in the teacher format */
+  /** shares of corpus documents: in-context (teacher format) and copy documents; the rest are plain tasks */
   iclShare: number;
+  copyShare: number;
+  /** share of plain tasks that are library (v1) tasks; the rest are operator chains */
+  libShare: number;
+  /** share of in-context library examples that use a v1 name (the rest: a pool name) */
+  iclV1NameShare: number;
   /** share of in-context documents whose question is a library task (the rest: operator chains) */
   iclLibShare: number;
-  /** share of in-context answers that copy the example exactly (the rest keep its names and argument order and
-   * redraw the free form choices, e.g. whether the last call is inline in the `return`) */
-  iclExactShare: number;
-  /** plain documents are packed with solved tasks up to about this many characters */
-  packChars: number;
-  /** library calls per corpus task [min, max] */
-  libOps: [number, number];
   /** operator-chain steps per corpus task [min, max] */
   chainOps: [number, number];
-  /** library calls per in-context question [min, max] */
-  iclLibOps: [number, number];
-  /** length of the random names of in-context examples [min, max] */
-  nameLen: [number, number];
+  /** names per copy document [min, max] */
+  copyWords: [number, number];
 }
 
 export const REFRESH_KNOBS: RefreshKnobs = {
-  iclShare: 0.5,
-  iclLibShare: 0.8,
-  iclExactShare: 1,
-  packChars: 200,
-  libOps: [1, 3],
-  chainOps: [1, 3],
-  iclLibOps: [1, 3],
-  nameLen: [3, 8],
+  iclShare: 0.4,
+  copyShare: 0.3,
+  libShare: 0.5,
+  iclV1NameShare: 0.2,
+  iclLibShare: 1,
+  chainOps: [1, 4],
+  copyWords: [3, 10],
 };
 
-/** The SDFT paper's teacher prompt, verbatim: `$orig_content` = the student's question, `$output_text` = the demonstration. */
-export const TEACHER_TEMPLATE =
-  '\n$orig_content\n\nThis is an example for a response to the question:\n$output_text\n\nNow answer with a response of your own, including the thinking process.\n';
+/** The sdft recipe's default teacher template (the official SDFT code's, verbatim): `$orig_content` = the
+ * student's question, `$output_text` = the demonstration. No trailing newline: the answer follows "process.". */
+const TEACHER = BUILTIN_TEMPLATES.sdft[0]!.teacher;
+export const TEACHER_TEMPLATE = TEACHER.text;
 
-/** The teacher's prompt for a question and a demonstration (plain string substitution of the template). */
+/** The teacher's prompt for a question and a demonstration, rendered exactly as the recipe renders it. */
 export function teacherPrompt(question: string, demonstration: string): string {
-  const [a, rest] = TEACHER_TEMPLATE.split('$orig_content') as [string, string];
-  const [b, c] = rest.split('$output_text') as [string, string];
-  return a + question + b + demonstration + c;
+  return renderTemplate(TEACHER, { prompt: question, demonstration });
 }
 
 export const REFRESH_ENTRY_POINT = 'f';
 export const REFRESH_STOP = ['\n\n', '\n#', '\ndef'];
-/** The embedded demo's alphabet plus the upper-case letters of the teacher template. */
-export const REFRESH_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789 \n#,:()=+-*/%_<>!.TN';
+/** Pieces: a newline, a 4-space indent, a word or a digit or a symbol (each with its leading space), a space. */
+export const REFRESH_PATTERN = String.raw`\n|    | ?[A-Za-z_]+| ?[0-9]| ?[^A-Za-z_0-9\s]| `;
 
-/** Part sizes. Corpus: documents (see REFRESH_KNOBS for their kinds and lengths). */
+/** Part sizes. The changed functions have 165 single-call specs; v2 tasks and SDFT records split them. */
 export const REFRESH_SIZES: Record<SuiteSize, { corpus: number; sdft: number; v2Tasks: number; retention: number }> = {
-  full: { corpus: 6000, sdft: 400, v2Tasks: 100, retention: 100 },
-  fast: { corpus: 1500, sdft: 100, v2Tasks: 40, retention: 40 },
+  full: { corpus: 8000, sdft: 80, v2Tasks: 60, retention: 100 },
+  fast: { corpus: 1500, sdft: 40, v2Tasks: 30, retention: 30 },
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -143,6 +137,8 @@ interface LibFn {
   key: string;
   /** constant ranges; `b` may depend on `a` */
   consts: (rng: Rng) => number[];
+  /** every constant tuple the spec can take (to count and enumerate the specs) */
+  allConsts: number[][];
   spec: (k: readonly number[]) => string;
   argNames: Arg[];
   v1: { name: string; order: Arg[] };
@@ -153,31 +149,35 @@ interface LibFn {
 }
 
 const pyMod = (a: number, b: number): number => ((a % b) + b) % b;
+const range = (lo: number, hi: number): number[] => Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
 
 export const LIB: readonly LibFn[] = [
   {
-    key: 'inc', consts: (r) => [r.int(1, 9)], spec: (k) => `inc ${k[0]}`, argNames: ['x', 'a'],
+    key: 'inc', consts: (r) => [r.int(1, 29)], allConsts: range(1, 29).map((a) => [a]), spec: (k) => `inc ${k[0]}`, argNames: ['x', 'a'],
     v1: { name: 'shift', order: ['x', 'a'] }, v2: { name: 'offset', order: ['x', 'a'] },
     apply: (x, k) => x + k[0]!, py: 'x+a',
   },
   {
-    key: 'grow', consts: (r) => [r.int(2, 5)], spec: (k) => `grow ${k[0]}`, argNames: ['x', 'a'],
+    key: 'grow', consts: (r) => [r.int(2, 9)], allConsts: range(2, 9).map((a) => [a]), spec: (k) => `grow ${k[0]}`, argNames: ['x', 'a'],
     v1: { name: 'scale', order: ['x', 'a'] }, v2: { name: 'mul', order: ['x', 'a'] },
     apply: (x, k) => x * k[0]!, py: 'x*a',
   },
   {
-    key: 'limit', consts: (r) => { const a = r.int(0, 5); return [a, r.int(a + 2, a + 9)]; }, spec: (k) => `limit ${k[0]} ${k[1]}`,
+    key: 'limit',
+    consts: (r) => { const a = r.int(0, 9); return [a, r.int(a + 2, a + 12)]; },
+    allConsts: range(0, 9).flatMap((a) => range(a + 2, a + 12).map((b) => [a, b])),
+    spec: (k) => `limit ${k[0]} ${k[1]}`,
     argNames: ['x', 'a', 'b'],
     v1: { name: 'clip', order: ['x', 'a', 'b'] }, v2: { name: 'clamp', order: ['a', 'b', 'x'] },
     apply: (x, k) => Math.max(k[0]!, Math.min(x, k[1]!)), py: 'max(a, min(x, b))',
   },
   {
-    key: 'cycle', consts: (r) => [r.int(2, 9)], spec: (k) => `cycle ${k[0]}`, argNames: ['x', 'a'],
+    key: 'cycle', consts: (r) => [r.int(2, 19)], allConsts: range(2, 19).map((a) => [a]), spec: (k) => `cycle ${k[0]}`, argNames: ['x', 'a'],
     v1: { name: 'wrap', order: ['x', 'a'] }, v2: { name: 'wrap', order: ['a', 'x'] },
     apply: (x, k) => pyMod(x, k[0]!), py: 'x%a',
   },
   {
-    key: 'half', consts: () => [], spec: () => 'half', argNames: ['x'],
+    key: 'half', consts: () => [], allConsts: [[]], spec: () => 'half', argNames: ['x'],
     v1: { name: 'halve', order: ['x'] }, v2: { name: 'halve', order: ['x'] },
     apply: (x) => Math.floor(x / 2), py: 'x//2',
   },
@@ -185,7 +185,7 @@ export const LIB: readonly LibFn[] = [
 
 /** Functions whose v2 differs from v1 (name or argument order). */
 export const CHANGED = LIB.filter((f) => f.v1.name !== f.v2.name || f.v1.order.join() !== f.v2.order.join()).map((f) => f.key);
-/** Names that exist only in v2 (must never occur in the corpus). */
+/** Names that exist only in v2. */
 export const V2_ONLY_NAMES = LIB.map((f) => f.v2.name).filter((n) => !LIB.some((g) => g.v1.name === n));
 export const V1_NAMES = LIB.map((f) => f.v1.name);
 
@@ -196,17 +196,12 @@ function libSource(version: 'v1' | 'v2'): string {
   }).join('\n');
 }
 
+/** Python source defining each version's functions; the hidden tests start with it. */
 export const LIB_V1 = libSource('v1');
 export const LIB_V2 = libSource('v2');
 
-/** Python that defines `lib` (a class used as a namespace) holding the functions of `source`. */
-export function libNamespace(source: string, version: 'v1' | 'v2'): string {
-  const names = LIB.map((f) => f[version].name);
-  return source + '\nclass lib:\n    pass\n\n' + names.map((n) => `lib.${n} = ${n}\n`).join('');
-}
-
 export const CHANGELOG = [
-  'lib 2.0 changelog (calls are written lib.name(...))',
+  'lib 2.0 changelog',
   '- shift(x, a) is renamed to offset(x, a)',
   '- scale(x, a) is renamed to mul(x, a)',
   '- clip(x, a, b) is renamed to clamp(a, b, x): the value now comes last',
@@ -215,13 +210,8 @@ export const CHANGELOG = [
   '',
 ].join('\n');
 
-/**
- * Calls are module-qualified (`lib.shift(x,3)`): the `.` right before every library name gives the model a
- * one-character cue to copy a name from its context (an in-context example) after.
- */
-export const LIB_PREFIX = 'lib.';
-
-export interface LibStep {
+/** One library call: function index and constants. */
+export interface LibCall {
   fn: number;
   k: number[];
 }
@@ -232,98 +222,55 @@ function libAt(i: number): LibFn {
   return f;
 }
 
-export function libSpecText(steps: readonly LibStep[]): string {
-  return steps.map((s) => libAt(s.fn).spec(s.k)).join(', ');
+export function libPrompt(c: LibCall): string {
+  return `# ${libAt(c.fn).spec(c.k)}\ndef ${REFRESH_ENTRY_POINT}(x):\n`;
 }
 
-export function libPrompt(steps: readonly LibStep[]): string {
-  return `# ${libSpecText(steps)}\ndef ${REFRESH_ENTRY_POINT}(x):\n`;
+/** The name and argument order a body uses for its call. */
+export interface Signature {
+  name: string;
+  order: Arg[];
 }
 
-/** Name and argument order used for each library function when rendering a body. */
-export type Naming = { name: string; order: Arg[] }[];
+export const signatureV1 = (c: LibCall): Signature => libAt(c.fn).v1;
+export const signatureV2 = (c: LibCall): Signature => libAt(c.fn).v2;
 
-export const NAMING_V1: Naming = LIB.map((f) => f.v1);
-export const NAMING_V2: Naming = LIB.map((f) => f.v2);
-
-function call(naming: Naming, s: LibStep, x: string): string {
-  const sig = naming[s.fn]!;
-  const args = sig.order.map((a) => (a === 'x' ? x : a === 'a' ? String(s.k[0]) : String(s.k[1])));
-  return `${LIB_PREFIX}${sig.name}(${args.join(',')})`;
+/** A body: the call inline in the `return`, or assigned to x and then returned. */
+export function libBody(c: LibCall, sig: Signature, inline: boolean): string {
+  const args = sig.order.map((a) => (a === 'x' ? 'x' : a === 'a' ? String(c.k[0]) : String(c.k[1])));
+  const call = `${sig.name}(${args.join(',')})`;
+  return inline ? `    return ${call}\n` : `    x = ${call}\n    return x\n`;
 }
 
-/** A body: one `x = call` line per step; the last call inline in the `return` when `inlineLast`. */
-export function libBody(steps: readonly LibStep[], naming: Naming, inlineLast: boolean): string {
-  const lines: string[] = [];
-  const body = inlineLast ? steps.slice(0, -1) : steps;
-  for (const s of body) lines.push(`    x = ${call(naming, s, 'x')}\n`);
-  const last = steps[steps.length - 1];
-  if (inlineLast && last !== undefined) lines.push(`    return ${call(naming, last, 'x')}\n`);
-  else lines.push('    return x\n');
-  return lines.join('');
-}
-
-export function evaluateLib(steps: readonly LibStep[], x: number): number {
-  let v = x;
-  for (const s of steps) v = libAt(s.fn).apply(v, s.k);
-  return v;
-}
-
-function randomLibSteps(rng: Rng, minOps: number, maxOps: number): LibStep[] {
-  const n = rng.int(minOps, maxOps);
-  const steps: LibStep[] = [];
-  while (steps.length < n) {
-    const fn = rng.int(0, LIB.length - 1);
-    const prev = steps[steps.length - 1];
-    if (prev !== undefined && prev.fn === fn) continue;
-    steps.push({ fn, k: libAt(fn).consts(rng) });
-  }
-  return steps;
+export function evaluateLib(c: LibCall, x: number): number {
+  return libAt(c.fn).apply(x, c.k);
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Hidden tests
 
-const TEST_INPUTS = [-9, -7, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15];
+const TEST_INPUTS = [-9, -7, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 17, 19, 21, 25];
 
 /** x ↦ value, or null where the (mutant) program raises (a modulus of 0). */
 type Prog = (x: number) => number | null;
 
 /**
- * Mutants a test set must kill: one step dropped, one constant off by one, and for the functions whose argument
- * order changed, the call with v1's order under v2's meaning (`wrap(x,5)` under v2 is 5 % x; `clamp(x,0,9)`
- * is max(x, min(0, 9))).
+ * Mutants a test set must kill: the identity, each constant off by one, and for the functions whose argument
+ * order changed, the call with v1's order under v2's meaning (`wrap(x,5)` under v2 is 5 % x; `clamp(x,0,9)` is
+ * max(x, min(0, 9))).
  */
-function libMutants(steps: readonly LibStep[]): Prog[] {
-  const progs: Prog[] = [(x) => x]; // the empty body: specs equal to the identity (grow 2, half) are rejected
-  const plain = (ss: readonly LibStep[]): Prog => (x) => evaluateLib(ss, x);
-  for (let i = 0; i < steps.length; i++) {
-    progs.push(plain(steps.filter((_, j) => j !== i)));
-    const s = steps[i]!;
-    for (let c = 0; c < s.k.length; c++) {
-      for (const d of [-1, 1]) {
-        const k = s.k.map((v, j) => (j === c ? v + d : v));
-        if (libAt(s.fn).key === 'cycle' && k[0] === 0) continue;
-        progs.push(plain(steps.map((t, j) => (j === i ? { fn: t.fn, k } : t))));
-      }
-    }
-    const key = libAt(s.fn).key;
-    if (key === 'cycle' || key === 'limit') {
-      // v1 argument order read with v2's meaning
-      progs.push((x) => {
-        let v = x;
-        for (let j = 0; j < steps.length; j++) {
-          const t = steps[j]!;
-          if (j !== i) v = libAt(t.fn).apply(v, t.k);
-          else if (key === 'cycle') {
-            if (v === 0) return null;
-            v = pyMod(t.k[0]!, v);
-          } else v = Math.max(v, Math.min(t.k[0]!, t.k[1]!));
-        }
-        return v;
-      });
+function libMutants(c: LibCall): Prog[] {
+  const f = libAt(c.fn);
+  const progs: Prog[] = [(x) => x];
+  for (let i = 0; i < c.k.length; i++) {
+    for (const d of [-1, 1]) {
+      const k = c.k.map((v, j) => (j === i ? v + d : v));
+      if (f.key === 'cycle' && k[0] === 0) continue;
+      progs.push((x) => f.apply(x, k));
     }
   }
+  if (f.key === 'cycle') progs.push((x) => (x === 0 ? null : pyMod(c.k[0]!, x)));
+  if (f.key === 'limit') progs.push((x) => Math.max(x, Math.min(c.k[0]!, c.k[1]!)));
   return progs;
 }
 
@@ -375,30 +322,26 @@ function randomOpSteps(rng: Rng, minOps: number, maxOps: number): Step[] {
   return steps;
 }
 
+
 // ---------------------------------------------------------------------------------------------------------
-// Random names for the in-context documents
+// Names for the in-context and copy documents
 
-const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
-const RESERVED = new Set([
-  'and', 'def', 'del', 'for', 'not', 'try', 'else', 'elif', 'from', 'with', 'pass', 'break', 'class', 'raise',
-  'while', 'yield', 'async', 'await', 'global', 'import', 'lambda', 'return', 'assert', 'except', 'finally',
-  'abs', 'max', 'min', 'sum', 'len', 'int', 'str', 'pow', 'map', 'zip', 'all', 'any', 'set', 'dir', 'hex', 'oct',
-  'bin', 'chr', 'ord', 'iter', 'next', 'list', 'dict', 'type', 'bool', 'float', 'print', 'range', 'round', 'None',
-]);
-/** Every library name of either version; random names never contain one. */
-const LIB_NAMES = [...new Set(LIB.flatMap((f) => [f.v1.name, f.v2.name]))];
+const SYLLABLES = ['ka', 'lo', 'mi', 'ne', 'ru', 'ta', 'vo', 'si', 'pe', 'da', 'go', 'fu', 'be', 'zi', 'no', 'ha'];
+const RESERVED = new Set(['and', 'def', 'del', 'for', 'not', 'try', 'else', 'elif', 'from', 'with', 'pass', 'class', 'return', 'max', 'min', 'abs', 'x']);
+const POOL_SIZE = 60;
 
-function randomName(rng: Rng, len: [number, number]): string {
-  for (;;) {
-    const n = rng.int(len[0], len[1]);
+/** Random made-up function names (1–3 syllables) plus v2's new names; never a v1 name. Fixed for the demo. */
+export const NAME_POOL: readonly string[] = (() => {
+  const rng = new Rng(0x5eed);
+  const pool = new Set<string>();
+  while (pool.size < POOL_SIZE) {
+    const n = rng.int(1, 3);
     let name = '';
-    for (let i = 0; i < n; i++) name += rng.pick(LETTERS.split(''));
-    if (n >= 5 && rng.next() < 0.2) name = name.slice(0, 2) + '_' + name.slice(3);
-    if (RESERVED.has(name)) continue;
-    if (LIB_NAMES.some((n) => name.includes(n))) continue;
-    return name;
+    for (let i = 0; i < n; i++) name += rng.pick(SYLLABLES);
+    if (!RESERVED.has(name) && !V1_NAMES.includes(name) && !V2_ONLY_NAMES.includes(name)) pool.add(name);
   }
-}
+  return [...pool, ...V2_ONLY_NAMES].sort();
+})();
 
 function shuffled<T>(rng: Rng, items: readonly T[]): T[] {
   const a = [...items];
@@ -409,12 +352,10 @@ function shuffled<T>(rng: Rng, items: readonly T[]): T[] {
   return a;
 }
 
-/** A random naming: distinct fresh names and a random argument order per function. */
-function randomNaming(rng: Rng, len: [number, number]): Naming {
-  const names = new Set<string>();
-  while (names.size < LIB.length) names.add(randomName(rng, len));
-  const list = [...names];
-  return LIB.map((f, i) => ({ name: list[i]!, order: shuffled(rng, f.argNames) }));
+/** Every single-call library spec of the functions in `keys`, in a seeded random order. */
+function allCalls(keys: ReadonlySet<string>, rng: Rng): LibCall[] {
+  const calls = LIB.flatMap((f, fn) => (keys.has(f.key) ? f.allConsts.map((k) => ({ fn, k })) : []));
+  return shuffled(rng, calls);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -426,39 +367,43 @@ export function generateRefreshSuite(options: RefreshSuiteOptions = {}): Refresh
   const sizes = REFRESH_SIZES[size];
   const kn: RefreshKnobs = { ...REFRESH_KNOBS, ...options.knobs };
   const rng = new Rng(seed ^ 0x7ef7e5);
-  const taken = new Set<string>();
-  const changed = new Set(CHANGED);
-  const usesChange = (steps: readonly LibStep[]): boolean => steps.some((s) => changed.has(libAt(s.fn).key));
 
-  // 1. Held-out v2 tasks (2–3 library calls, at least one changed function).
+  // 1+2. Held-out v2 tasks and SDFT demonstrations: disjoint draws from the changed functions' specs (only specs
+  //      whose v1-order and off-by-one mutants the test inputs can tell apart).
   const v2Tasks: EvalTask[] = [];
-  while (v2Tasks.length < sizes.v2Tasks) {
-    const steps = randomLibSteps(rng, 2, 3);
-    const prompt = libPrompt(steps);
-    if (taken.has(prompt) || !usesChange(steps)) continue;
-    const want = (x: number): number => evaluateLib(steps, x);
-    const xs = pickInputs(want, libMutants(steps), rng);
+  const sdftData: SdftRecord[] = [];
+  for (const c of allCalls(new Set(CHANGED), rng)) {
+    const want = (x: number): number => evaluateLib(c, x);
+    const xs = pickInputs(want, libMutants(c), rng);
     if (xs === null) continue;
-    taken.add(prompt);
-    v2Tasks.push({
-      id: `refresh/v2/${String(v2Tasks.length).padStart(3, '0')}`,
-      prompt,
-      tests: '\n' + libNamespace(LIB_V2, 'v2') + '\n' + assertsText(xs, want),
-      entry_point: REFRESH_ENTRY_POINT,
-      canonical_solution: libBody(steps, NAMING_V2, false),
-    });
+    const prompt = libPrompt(c);
+    if (v2Tasks.length < sizes.v2Tasks) {
+      v2Tasks.push({
+        id: `refresh/v2/${String(v2Tasks.length).padStart(3, '0')}`,
+        prompt,
+        tests: '\n' + LIB_V2 + '\n' + assertsText(xs, want),
+        entry_point: REFRESH_ENTRY_POINT,
+        canonical_solution: libBody(c, signatureV2(c), false),
+      });
+    } else if (sdftData.length < sizes.sdft) {
+      sdftData.push({ prompt, demonstration: libBody(c, signatureV2(c), rng.next() < 0.5) });
+    }
+  }
+  if (v2Tasks.length < sizes.v2Tasks || sdftData.length < sizes.sdft) {
+    throw new Error(`the library has too few testable specs for ${sizes.v2Tasks} v2 tasks and ${sizes.sdft} demonstrations (got ${v2Tasks.length} and ${sdftData.length})`);
   }
 
-  // 2. Held-out retention tasks (operator chains, 2–4 ops).
+  // 3. Held-out retention tasks (operator chains, 2–4 ops); no retention question occurs in the corpus.
   const retentionTasks: EvalTask[] = [];
+  const heldOut = new Set<string>();
   while (retentionTasks.length < sizes.retention) {
     const steps = randomOpSteps(rng, 2, 4);
     const prompt = promptFor(steps);
-    if (taken.has(prompt)) continue;
+    if (heldOut.has(prompt)) continue;
     const want = (x: number): number => evaluateSteps(steps, x);
     const xs = pickInputs(want, opMutants(steps), rng);
     if (xs === null) continue;
-    taken.add(prompt);
+    heldOut.add(prompt);
     retentionTasks.push({
       id: `refresh/retain/${String(retentionTasks.length).padStart(3, '0')}`,
       prompt,
@@ -468,70 +413,50 @@ export function generateRefreshSuite(options: RefreshSuiteOptions = {}): Refresh
     });
   }
 
-  // 3. SDFT records: v2 demonstrations for other library tasks.
-  const sdftData: SdftRecord[] = [];
-  while (sdftData.length < sizes.sdft) {
-    const steps = randomLibSteps(rng, 1, 3);
-    const prompt = libPrompt(steps);
-    if (taken.has(prompt) || !usesChange(steps)) continue;
-    taken.add(prompt);
-    sdftData.push({ prompt, demonstration: libBody(steps, NAMING_V2, rng.next() < 0.5) });
-  }
-
-  // 4. The corpus: every spec not taken above (a spec may repeat inside the corpus).
-  const plainTask = (): string => {
+  // 4. The corpus. Library tasks may repeat v2 tasks' specs: the old library was used for everything (their v1
+  //    bodies only make the base surer of v1). Operator chains avoid the retention questions.
+  const randomCall = (): LibCall => {
+    const fn = rng.int(0, LIB.length - 1);
+    return { fn, k: libAt(fn).consts(rng) };
+  };
+  const chainTask = (): RefreshCorpusDoc => {
     for (;;) {
-      if (rng.next() < 0.5) {
-        const steps = randomLibSteps(rng, kn.libOps[0], kn.libOps[1]);
-        const prompt = libPrompt(steps);
-        if (taken.has(prompt)) continue;
-        return prompt + libBody(steps, NAMING_V1, rng.next() < 0.5);
-      }
       const steps = randomOpSteps(rng, kn.chainOps[0], kn.chainOps[1]);
       const prompt = promptFor(steps);
-      if (taken.has(prompt)) continue;
-      return prompt + solutionFor(steps, rng);
-    }
-  };
-  const iclDoc = (): RefreshCorpusDoc => {
-    for (;;) {
-      if (rng.next() < kn.iclLibShare) {
-        const steps = randomLibSteps(rng, kn.iclLibOps[0], kn.iclLibOps[1]);
-        const question = libPrompt(steps);
-        if (taken.has(question)) continue;
-        const naming = randomNaming(rng, kn.nameLen);
-        const inline = rng.next() < 0.5;
-        const example = libBody(steps, naming, inline);
-        const answer = rng.next() < kn.iclExactShare ? example : libBody(steps, naming, rng.next() < 0.5);
-        return { prompt: teacherPrompt(question, example), completion: answer };
-      }
-      const steps = randomOpSteps(rng, kn.chainOps[0], kn.chainOps[1]);
-      const question = promptFor(steps);
-      if (taken.has(question)) continue;
-      const example = solutionFor(steps, rng);
-      const answer = rng.next() < kn.iclExactShare ? example : solutionFor(steps, rng);
-      return { prompt: teacherPrompt(question, example), completion: answer };
+      if (!heldOut.has(prompt)) return { prompt, completion: solutionFor(steps, rng) };
     }
   };
   const corpus: RefreshCorpusDoc[] = [];
   while (corpus.length < sizes.corpus) {
-    if (rng.next() < kn.iclShare) {
-      corpus.push(iclDoc());
-      continue;
+    const r = rng.next();
+    if (r < kn.copyShare) {
+      const words = Array.from({ length: rng.int(kn.copyWords[0], kn.copyWords[1]) }, () => rng.pick(NAME_POOL)).join(' ');
+      corpus.push({ prompt: `\n${words}\n\n`, completion: `${words}\n` });
+    } else if (r < kn.copyShare + kn.iclShare) {
+      if (rng.next() < kn.iclLibShare) {
+        const c = randomCall();
+        const name = rng.next() < kn.iclV1NameShare ? rng.pick(V1_NAMES) : rng.pick(NAME_POOL);
+        const sig = { name, order: shuffled(rng, libAt(c.fn).argNames) };
+        const example = libBody(c, sig, rng.next() < 0.5);
+        if (example === libBody(c, signatureV2(c), true) || example === libBody(c, signatureV2(c), false)) continue;
+        corpus.push({ prompt: teacherPrompt(libPrompt(c), example), completion: example });
+      } else {
+        const t = chainTask();
+        corpus.push({ prompt: teacherPrompt(t.prompt, t.completion), completion: t.completion });
+      }
+    } else if (rng.next() < kn.libShare) {
+      const c = randomCall();
+      corpus.push({ prompt: libPrompt(c), completion: libBody(c, signatureV1(c), rng.next() < 0.5) });
+    } else {
+      corpus.push(chainTask());
     }
-    const first = plainTask();
-    const nl = first.indexOf('\n') + 1;
-    const headerEnd = first.indexOf('\n', nl) + 1;
-    let completion = first.slice(headerEnd);
-    let length = first.length;
-    while (length < kn.packChars) {
-      const t = plainTask();
-      completion += t;
-      length += t.length;
-    }
-    corpus.push({ prompt: first.slice(0, headerEnd), completion });
   }
 
+  const texts = [
+    ...corpus.flatMap((d) => [d.prompt, d.completion]),
+    ...sdftData.flatMap((r) => [teacherPrompt(r.prompt, r.demonstration), r.demonstration]),
+    ...[...v2Tasks, ...retentionTasks].flatMap((t) => [t.prompt, t.canonical_solution]),
+  ];
   return {
     seed,
     size,
@@ -542,27 +467,35 @@ export function generateRefreshSuite(options: RefreshSuiteOptions = {}): Refresh
     sdftData,
     v2Tasks,
     retentionTasks,
-    alphabet: REFRESH_ALPHABET,
+    pieces: vocabulary(texts),
+    pattern: REFRESH_PATTERN,
     stop: [...REFRESH_STOP],
   };
 }
 
-/** The v1 body of a v2 task's spec (what a model that never saw v2 writes); for tests and reports. */
-export function v1SolutionFor(prompt: string): string | null {
-  const steps = parseLibPrompt(prompt);
-  return steps === null ? null : libBody(steps, NAMING_V1, false);
+/** Every piece of `texts`, and each pool and library name with and without its leading space, sorted. */
+export function vocabulary(texts: readonly string[]): string[] {
+  const re = new RegExp(REFRESH_PATTERN, 'g');
+  const pieces = new Set<string>();
+  for (const t of texts) for (const m of t.matchAll(re)) pieces.add(m[0]);
+  for (const name of [...NAME_POOL, ...V1_NAMES]) {
+    pieces.add(name);
+    pieces.add(` ${name}`);
+  }
+  return [...pieces].sort();
 }
 
-/** Library steps from a library task's prompt, or null when it is not one. */
-export function parseLibPrompt(prompt: string): LibStep[] | null {
-  const m = /^# (.*)\ndef f\(x\):\n$/.exec(prompt);
+/** The v1 body of a library task's prompt (what a model that never saw v2 writes); for tests and reports. */
+export function v1SolutionFor(prompt: string): string | null {
+  const c = parseLibPrompt(prompt);
+  return c === null ? null : libBody(c, signatureV1(c), false);
+}
+
+/** The library call of a library task's prompt, or null when it is not one. */
+export function parseLibPrompt(prompt: string): LibCall | null {
+  const m = /^# (\w+)((?: \d+)*)\ndef f\(x\):\n$/.exec(prompt);
   if (m === null) return null;
-  const steps: LibStep[] = [];
-  for (const part of m[1]!.split(', ')) {
-    const [word, ...nums] = part.split(' ');
-    const fn = LIB.findIndex((f) => f.key === word);
-    if (fn < 0) return null;
-    steps.push({ fn, k: nums.map(Number) });
-  }
-  return steps;
+  const fn = LIB.findIndex((f) => f.key === m[1]);
+  if (fn < 0) return null;
+  return { fn, k: m[2]!.trim() === '' ? [] : m[2]!.trim().split(' ').map(Number) };
 }

@@ -64,7 +64,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoOutcome> {
     name: BASE_NAME,
     model: { ...plan.model },
     train: plan.baseTrain,
-    alphabet: suite.alphabet,
+    tokenizer: { kind: 'char', alphabet: suite.alphabet },
     corpusFile,
     key: suiteKey,
     describe: plan.describeModel,

@@ -15,7 +15,7 @@ import { configTemplates, onPolicyJobSpec, resolveDivergence, type ChatSetting, 
 import { renderPair, type TemplatePair } from './onpolicy-templates.js';
 import { takeModel, registerDistilled, outputName, folderDigest, type ModelHandle } from './models.js';
 import { attachRunReport } from '../eval/report/run-report.js';
-import { describeRetentionChange, retentionBeforeAfter, type RetentionBeforeAfter } from '../eval/retention/before-after.js';
+import { retentionStage, type RetentionBeforeAfter } from '../eval/retention/before-after.js';
 
 /** One record of a recipe's data file, as the templates see it (field name → text). */
 export interface OnPolicyRecord {
@@ -264,19 +264,9 @@ export async function runOnPolicy(cfg: OnPolicyConfig, hooks: OnPolicyHooks, pla
   }
 
   // Stage 4: the retention suite on base and result, in the student's prompt format (what the run cost elsewhere).
-  const retention = cfg.retention
-    ? await run.stage('retention', async () =>
-        retentionBeforeAfter({
-          worker: hooks.worker,
-          base,
-          distilled: { dir: train.final_dir, digest: await folderDigest(train.final_dir) },
-          chatTemplate: prepared.student_chat,
-          home: hooks.home,
-          quiet: hooks.quiet,
-        }),
-      )
-    : null;
-  if (retention) hooks.log(describeRetentionChange(retention));
+  const retention = await retentionStage(run, cfg.retention, {
+    worker: hooks.worker, base, finalDir: train.final_dir, chatTemplate: prepared.student_chat, home: hooks.home, quiet: hooks.quiet, log: hooks.log,
+  });
 
   // Stage 5: register as a new version with its lineage.
   const registered = await run.stage('register', async () => {

@@ -15,7 +15,7 @@ import { filterSamples, type FilterStats } from './ssd-filter.js';
 import type { SsdConfig } from './ssd-config.js';
 import { takeModel, registerDistilled, outputName, folderDigest, type ModelHandle } from './models.js';
 import { attachRunReport } from '../eval/report/run-report.js';
-import { describeRetentionChange, retentionBeforeAfter, type RetentionBeforeAfter } from '../eval/retention/before-after.js';
+import { retentionStage, type RetentionBeforeAfter } from '../eval/retention/before-after.js';
 
 export interface SsdResult {
   run_id: string;
@@ -169,19 +169,9 @@ export async function runSsd(cfg: SsdConfig, hooks: SsdHooks): Promise<SsdResult
   }
 
   // Stage 5: the retention suite on base and result (what the run cost elsewhere).
-  const retention = cfg.retention
-    ? await run.stage('retention', async () =>
-        retentionBeforeAfter({
-          worker: hooks.worker,
-          base,
-          distilled: { dir: train.final_dir, digest: await folderDigest(train.final_dir) },
-          chatTemplate: cfg.sampling.chat_template,
-          home: hooks.home,
-          quiet: hooks.quiet,
-        }),
-      )
-    : null;
-  if (retention) hooks.log(describeRetentionChange(retention));
+  const retention = await retentionStage(run, cfg.retention, {
+    worker: hooks.worker, base, finalDir: train.final_dir, chatTemplate: cfg.sampling.chat_template, home: hooks.home, quiet: hooks.quiet, log: hooks.log,
+  });
 
   // Stage 6: register as a new model version with its lineage.
   const registered = await run.stage('register', async () => {

@@ -1,4 +1,6 @@
 import type { EngineWorker } from '../../engine/worker.js';
+import { folderDigest } from '../../recipes/models.js';
+import type { Run } from '../../runs/run.js';
 import { EngineSampler } from '../../sampling/engine.js';
 import { evalCacheDir } from '../run.js';
 import { evaluateRetention, RETENTION_DEFAULT_DECODING, type RetentionSummary } from './index.js';
@@ -29,8 +31,20 @@ export async function retentionBeforeAfter(opts: {
   return { base: await one(opts.base, 'retention base'), distilled: await one(opts.distilled, 'retention distilled') };
 }
 
-/** One terminal line: retention pass@1 before → after (the report has the paired test). */
-export function describeRetentionChange(r: RetentionBeforeAfter): string {
+/**
+ * A recipe run's `retention` stage (resumable like every stage): the suite on base and result, logged as one
+ * line. Null when the run's configuration turned it off.
+ */
+export async function retentionStage(
+  run: Run,
+  enabled: boolean,
+  opts: { worker: EngineWorker; base: { dir: string; digest: string }; finalDir: string; chatTemplate: boolean; home?: string; quiet?: boolean; log: (line: string) => void },
+): Promise<RetentionBeforeAfter | null> {
+  if (!enabled) return null;
+  const r = await run.stage('retention', async () =>
+    retentionBeforeAfter({ ...opts, distilled: { dir: opts.finalDir, digest: await folderDigest(opts.finalDir) } }),
+  );
   const pct = (s: RetentionSummary): string => `${(s.pass_at_k['1']!.value * 100).toFixed(1)}%`;
-  return `retention (${r.base.tasks} general probes, greedy): ${pct(r.base)} → ${pct(r.distilled)}`;
+  opts.log(`retention (${r.base.tasks} general probes, greedy): ${pct(r.base)} → ${pct(r.distilled)}`);
+  return r;
 }
