@@ -210,24 +210,15 @@ function loadRun(id: string, home: string): RunModels {
   const baseRef = typeof cfg?.model === 'string' ? cfg.model : null;
   const reg = record.stages?.register?.status === 'done' ? (record.stages.register.result as { ref?: unknown } | undefined) : undefined;
   const distRef = typeof reg?.ref === 'string' ? reg.ref : null;
-  return {
-    base: {
-      label: `${id} base${baseRef ? ` (${baseRef})` : ''}`,
-      source: 'run',
-      ref: baseRef,
-      run_id: id,
-      digest: pairs[0]!.base.model_digest,
-      evaluations: pairs.map((p) => toEntry(p.base, `${p.where} (base)`)),
-    },
-    distilled: {
-      label: `${id} distilled${distRef ? ` (${distRef})` : ''}`,
-      source: 'run',
-      ref: distRef,
-      run_id: id,
-      digest: pairs[0]!.distilled.model_digest,
-      evaluations: pairs.map((p) => toEntry(p.distilled, `${p.where} (distilled)`)),
-    },
-  };
+  const side = (which: 'base' | 'distilled', ref: string | null): ReportModel => ({
+    label: `${id} ${which}${ref ? ` (${ref})` : ''}`,
+    source: 'run',
+    ref,
+    run_id: id,
+    digest: pairs[0]![which].model_digest,
+    evaluations: pairs.map((p) => toEntry(p[which], `${p.where} (${which})`)),
+  });
+  return { base: side('base', baseRef), distilled: side('distilled', distRef) };
 }
 
 const sameSettings = (a: EvaluationEntry, b: EvaluationEntry): boolean =>
