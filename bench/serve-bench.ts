@@ -37,6 +37,7 @@ import { EngineSampler } from '../src/sampling/engine.js';
 import { HttpSampler } from '../src/sampling/http.js';
 import { LlamaSampler } from '../src/sampling/llama.js';
 import type { Sampler, SampleRequest } from '../src/sampling/sampler.js';
+import { Rng } from '../src/core/rng.js';
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 
@@ -166,16 +167,9 @@ const load1 = (): number => Math.round(loadavg()[0]! * 100) / 100;
 
 /** Random text over the alphabet (without the newline), seeded (mulberry32). */
 function prompts(count: number, chars: number, alphabet: string, seed: number): string[] {
-  let a = seed >>> 0;
-  const rand = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
   const letters = alphabet.replace(/\n/g, '');
-  return Array.from({ length: count }, () => Array.from({ length: chars }, () => letters[Math.floor(rand() * letters.length)]).join(''));
+  return Array.from({ length: count }, () => Array.from({ length: chars }, () => letters[rng.below(letters.length)]).join(''));
 }
 
 // The model builder, run with the engine's Python: config + alphabet → a Hugging Face folder with a

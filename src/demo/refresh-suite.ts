@@ -41,7 +41,8 @@
  * Everything depends only on `seed` and `size`; the same arguments give byte-identical output.
  */
 import { BUILTIN_TEMPLATES, renderTemplate } from '../recipes/onpolicy-templates.js';
-import { OPS, Rng, evaluateSteps, promptFor, canonicalSolution, solutionFor, type EvalTask, type Step, type SuiteSize } from './suite.js';
+import { Rng } from '../core/rng.js';
+import { OPS, evaluateSteps, promptFor, canonicalSolution, solutionFor, type EvalTask, type Step, type SuiteSize } from './suite.js';
 
 export type { EvalTask, SuiteSize } from './suite.js';
 

@@ -22,6 +22,8 @@
  * Everything depends only on `seed` and `size`; the same arguments give byte-identical output.
  */
 
+import { Rng } from '../core/rng.js';
+
 export type SuiteSize = 'full' | 'fast';
 
 export interface CorpusPair {
@@ -72,31 +74,6 @@ export const ENTRY_POINT = 'f';
 export const STOP = ['\n\n', '\n#', '\ndef'];
 /** Fixed alphabet: lower-case letters, digits, space, newline and the punctuation the code uses. */
 export const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789 \n#,:()=+-*/%_<>!.';
-
-// ---------------------------------------------------------------------------------------------------------
-// Seeded PRNG (mulberry32): small, fast, identical on every platform.
-
-export class Rng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  pick<T>(items: readonly T[]): T {
-    const item = items[Math.floor(this.next() * items.length)];
-    if (item === undefined) throw new Error('pick from an empty list');
-    return item;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Operations. `apply` follows Python semantics (floor division, modulo with the divisor's sign).

@@ -11,17 +11,7 @@
  * too narrow when there are few tasks (below ~30), and with one task it collapses to that task's value.
  */
 
-/** mulberry32: a small 32-bit PRNG with good statistical quality for this use; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../core/rng.js';
 
 export interface BootstrapOptions {
   /** Number of resamples (default 2000). */

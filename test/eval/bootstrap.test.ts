@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bootstrapMeanCI, mulberry32, pairedBootstrapDiff } from '../../src/eval/bootstrap.js';
+import { mulberry32 } from '../../src/core/rng.js';
+import { bootstrapMeanCI, pairedBootstrapDiff } from '../../src/eval/bootstrap.js';
 
 function values(count: number, seed: number): number[] {
   const r = mulberry32(seed);

@@ -2,6 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../../src/core/errors.js';
+import { Rng } from '../../src/core/rng.js';
 import { arr, encodeGguf, ggufSummary, kv, parseGgufHeader, readGgufHeader } from '../../src/formats/gguf.js';
 import { readSafetensorsInfo } from '../../src/vault/safetensors.js';
 import { parseManifest, serializeManifest, type Manifest } from '../../src/vault/manifest.js';
@@ -19,32 +20,7 @@ import { parseOllamaManifest } from '../../src/vault/sources/ollama.js';
  */
 
 // ---------------------------------------------------------------------------------------------------------
-// PRNG
-
-/** mulberry32: tiny, fast, good enough to pick mutations; fully determined by its 32-bit seed. */
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  u32(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  /** Uniform in [0, n). */
-  int(n: number): number {
-    return n <= 0 ? 0 : Math.floor((this.u32() / 0x100000000) * n);
-  }
-  chance(p: number): boolean {
-    return this.u32() / 0x100000000 < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)]!;
-  }
-}
+// PRNG seeds
 
 /** The PRNG seed for one iteration of a run, so iterations replay independently. */
 export function iterationSeed(seed: number, iteration: number): number {
@@ -91,27 +67,27 @@ export function mutateBytes(input: Uint8Array, rng: Rng, opts: MutateOptions = {
   let d: Uint8Array = Uint8Array.from(input);
   const ops: string[] = [];
   const maxBytes = opts.maxBytes ?? input.length * 4 + 4096;
-  const n = 1 + rng.int(opts.maxStack ?? 4);
+  const n = 1 + rng.below(opts.maxStack ?? 4);
   for (let k = 0; k < n; k++) {
     const op = rng.pick(BYTE_MUTATIONS);
     const len = d.length;
-    const pos = rng.int(len);
+    const pos = rng.below(len);
     switch (op) {
       case 'bitflip':
-        if (len) d[pos]! ^= 1 << rng.int(8);
+        if (len) d[pos]! ^= 1 << rng.below(8);
         break;
       case 'byte':
         if (len) d[pos] = rng.pick(INTERESTING_BYTES);
         break;
       case 'random-byte':
-        if (len) d[pos] = rng.int(256);
+        if (len) d[pos] = rng.below(256);
         break;
       case 'int': {
         const width = rng.pick([1, 2, 4, 8, 8, 8]);
         if (len < width) break;
         const hinted = opts.intOffsets?.filter((o) => o + width <= len) ?? [];
-        const at = hinted.length && rng.chance(0.5) ? rng.pick(hinted) : rng.int(len - width + 1);
-        let v = rng.chance(0.15) ? BigInt(len - rng.int(Math.min(len, 64))) : rng.pick(INTERESTING_INTS);
+        const at = hinted.length && rng.chance(0.5) ? rng.pick(hinted) : rng.below(len - width + 1);
+        let v = rng.chance(0.15) ? BigInt(len - rng.below(Math.min(len, 64))) : rng.pick(INTERESTING_INTS);
         if (rng.chance(0.2)) v = (1n << 64n) - v; // the negative of it, in two's complement
         for (let b = 0; b < width; b++) d[at + b] = Number((v >> BigInt(8 * b)) & 0xffn);
         ops.push(`int${width * 8}@${at}=${v & ((1n << BigInt(width * 8)) - 1n)}`);
@@ -121,30 +97,30 @@ export function mutateBytes(input: Uint8Array, rng: Rng, opts: MutateOptions = {
         d = d.slice(0, pos);
         break;
       case 'delete': {
-        const k2 = 1 + rng.int(Math.min(64, len - pos));
+        const k2 = 1 + rng.below(Math.min(64, len - pos));
         d = concat(d.subarray(0, pos), d.subarray(pos + k2));
         break;
       }
       case 'duplicate': {
-        const k2 = 1 + rng.int(Math.min(256, len - pos));
-        const at = rng.int(len + 1);
+        const k2 = 1 + rng.below(Math.min(256, len - pos));
+        const at = rng.below(len + 1);
         d = concat(d.subarray(0, at), d.slice(pos, pos + k2), d.subarray(at));
         break;
       }
       case 'insert': {
-        const extra = Uint8Array.from({ length: 1 + rng.int(16) }, () => (rng.chance(0.5) ? rng.pick(INTERESTING_BYTES) : rng.int(256)));
+        const extra = Uint8Array.from({ length: 1 + rng.below(16) }, () => (rng.chance(0.5) ? rng.pick(INTERESTING_BYTES) : rng.below(256)));
         d = concat(d.subarray(0, pos), extra, d.subarray(pos));
         break;
       }
       case 'copy': {
-        const k2 = 1 + rng.int(Math.min(64, len - pos));
-        const at = rng.int(Math.max(1, len - k2));
+        const k2 = 1 + rng.below(Math.min(64, len - pos));
+        const at = rng.below(Math.max(1, len - k2));
         d.copyWithin(at, pos, pos + k2);
         break;
       }
       case 'splice': {
         const other = opts.corpus?.length ? rng.pick(opts.corpus) : input;
-        const cut = rng.int(other.length + 1);
+        const cut = rng.below(other.length + 1);
         d = concat(d.subarray(0, pos), other.subarray(cut));
         break;
       }
@@ -174,7 +150,7 @@ function interestingJson(rng: Rng): unknown {
   return rng.pick<() => unknown>([
     () => null, () => true, () => false, () => 0, () => -1, () => -0.5, () => 1.5, () => 2 ** 53 + 2, () => -(2 ** 63), () => 1e308,
     () => '', () => 'x', () => '../../etc/passwd', () => '/abs', () => 'a\\b', () => 'nul\u0000', () => 'lone \ud800 surrogate',
-    () => 'é'.repeat(1 + rng.int(2000)), () => '0'.repeat(64), () => 'g'.repeat(64), () => [], () => {}, () => [1, 2], () => ({ a: 1 }),
+    () => 'é'.repeat(1 + rng.below(2000)), () => '0'.repeat(64), () => 'g'.repeat(64), () => [], () => {}, () => [1, 2], () => ({ a: 1 }),
     () => DEEP, () => PROTO, () => '__proto__', () => 'constructor', () => 'toString',
   ])();
 }
@@ -215,7 +191,7 @@ export function mutateJsonText(text: string, rng: Rng): { text: string; ops: str
     return { text, ops: ['unparseable'] };
   }
   const ops: string[] = [];
-  const n = 1 + rng.int(3);
+  const n = 1 + rng.below(3);
   for (let k = 0; k < n; k++) {
     const all = slots(doc);
     if (all.length === 0) {
@@ -237,7 +213,7 @@ export function mutateJsonText(text: string, rng: Rng): { text: string; ops: str
         break;
       case 'add':
         if (Array.isArray(s.parent)) s.parent.push(rng.chance(0.5) ? structuredClone(cur) : interestingJson(rng));
-        else set({ parent: s.parent, key: rng.pick(['__proto__', 'extra', '', String(rng.int(10)), 'details', 'lineage']) }, interestingJson(rng));
+        else set({ parent: s.parent, key: rng.pick(['__proto__', 'extra', '', String(rng.below(10)), 'details', 'lineage']) }, interestingJson(rng));
         break;
       case 'rename':
         if (!Array.isArray(s.parent)) {
@@ -249,7 +225,7 @@ export function mutateJsonText(text: string, rng: Rng): { text: string; ops: str
         set(s, rng.chance(0.5) ? [cur] : { value: cur });
         break;
       case 'number':
-        set(s, typeof cur === 'number' ? rng.pick([cur + 1, -cur, cur * 2 ** 32, cur / 3, Number.MAX_SAFE_INTEGER + 2]) : rng.int(1000) - 500);
+        set(s, typeof cur === 'number' ? rng.pick([cur + 1, -cur, cur * 2 ** 32, cur / 3, Number.MAX_SAFE_INTEGER + 2]) : rng.below(1000) - 500);
         break;
       case 'string':
         set(s, typeof cur === 'string' ? rng.pick([cur + '/..', cur.slice(1), cur.toUpperCase(), `${cur}\u0000`, cur.repeat(3)]) : String(cur));
@@ -414,12 +390,12 @@ export async function makeTarget(name: TargetName): Promise<FuzzTarget> {
       return {
         name, seeds, close,
         mutate: (rng) => {
-          const i = rng.int(SAFETENSORS_HEADERS.length);
+          const i = rng.below(SAFETENSORS_HEADERS.length);
           if (rng.chance(0.5)) {
             // Mutate the header JSON and keep the length prefix right, sometimes the data size too.
             const [h, n] = SAFETENSORS_HEADERS[i]!;
             const m = mutateJsonText(h, rng);
-            const extra = rng.chance(0.3) ? rng.int(64) - 32 : 0;
+            const extra = rng.chance(0.3) ? rng.below(64) - 32 : 0;
             return { data: safetensorsFile(m.text, Math.max(0, n + extra)), ops: [...m.ops, `data${extra >= 0 ? '+' : ''}${extra}`] };
           }
           return mutateBytes(seeds[i]!, rng, { corpus: seeds, intOffsets: [0] });

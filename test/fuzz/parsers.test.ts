@@ -4,10 +4,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../../src/core/errors.js';
+import { Rng } from '../../src/core/rng.js';
 import { parseManifest } from '../../src/vault/manifest.js';
 import { readSafetensorsInfo } from '../../src/vault/safetensors.js';
 import {
-  Rng, TARGET_NAMES, describeFailure, fuzzInput, iterationSeed, makeTarget, mutateBytes, mutateJsonText, runFuzz,
+  TARGET_NAMES, describeFailure, fuzzInput, iterationSeed, makeTarget, mutateBytes, mutateJsonText, runFuzz,
   type FuzzFailure, type FuzzTarget, type TargetName,
 } from './mutate.js';
 
@@ -59,7 +60,7 @@ test('fuzz inputs are reproducible from (seed, iteration) alone', async () => {
   }
   assert.notEqual(iterationSeed(1, 2), iterationSeed(2, 1));
   const r = new Rng(5);
-  const xs = Array.from({ length: 1000 }, () => r.int(10));
+  const xs = Array.from({ length: 1000 }, () => r.below(10));
   assert.ok(xs.every((x) => x >= 0 && x < 10) && new Set(xs).size === 10);
 });
 
@@ -84,7 +85,7 @@ test('mutators: byte mutations stay bounded; JSON mutations mostly keep JSON val
 test('the runner reports non-UserError exceptions with seed, iteration and stack', async () => {
   const target: FuzzTarget = {
     name: 'gguf', seeds: [new Uint8Array(4)], close: () => undefined,
-    mutate: (rng) => ({ data: Uint8Array.of(rng.int(4)), ops: ['x'] }),
+    mutate: (rng) => ({ data: Uint8Array.of(rng.below(4)), ops: ['x'] }),
     run: (input) => {
       if (input[0] === 3) throw new TypeError('boom');
       if (input[0] === 2) throw new UserError('rejected');

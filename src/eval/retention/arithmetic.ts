@@ -5,7 +5,7 @@
  *
  * Licence: the templates are written for Distillery by its authors (MIT, like the project).
  */
-import { mulberry32 } from '../bootstrap.js';
+import { mulberry32 } from '../../core/rng.js';
 
 export interface ArithmeticProblem {
   id: string;
